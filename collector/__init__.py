@@ -1,0 +1,1 @@
+"""The recording half: loads the probes, drains events, writes traces (``lktrace.collector``)."""

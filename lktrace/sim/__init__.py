@@ -1,0 +1,1 @@
+"""Kernel-path simulator: realistic traces without a kernel, for tests, the demo and benchmarks."""

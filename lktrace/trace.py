@@ -1,0 +1,322 @@
+"""Trace format v1: the one Parquet layout that ``record`` writes and every reader loads.
+
+A trace is one Parquet file with one row per lock event and file key-value
+metadata (``lktrace:*``) holding the stack table and the recording's context.
+Rows need not be in time order; readers order by ``(ts_ns, seq)``.  String
+columns are dictionary-encoded in memory and on disk, so a 10 M event trace
+stays small; on disk they are plain Parquet UTF-8 columns that pandas, duckdb
+and polars read as strings.
+
+This module is the only place that knows the layout: the schema, validation
+with one-line errors, metadata and the stack table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+META_PREFIX = "lktrace:"
+
+#: Values of the ``event`` column, in the order a lock sees them.
+EVENTS = ("attempt", "acquired", "failed", "released")
+
+_STR = pa.dictionary(pa.int32(), pa.string())
+
+#: The columns of trace format v1, as held in memory and written to disk.
+SCHEMA = pa.schema(
+    [
+        ("seq", pa.uint64()),
+        ("ts_ns", pa.int64()),
+        ("cpu", pa.int32()),
+        ("pid", pa.int32()),
+        ("tid", pa.int32()),
+        ("comm", _STR),
+        ("event", _STR),
+        ("api", _STR),
+        ("lock_addr", pa.uint64()),
+        ("lock_class", _STR),
+        ("lock_name", _STR),
+        ("caller", _STR),
+        ("stack_id", pa.int32()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+_NULLABLE = {"stack_id"}
+# Columns whose integers are bit patterns, not quantities: a kernel address
+# written as int64 by a pandas user is negative and must wrap, not fail.
+_BIT_PATTERNS = {"seq", "lock_addr"}
+
+
+class TraceError(Exception):
+    """A trace that cannot be read or written; ``str()`` is one line naming the file."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+@dataclass
+class TraceMeta:
+    """The file-level metadata of a trace (``lktrace:<name>`` keys)."""
+
+    kernel: str = ""
+    kernel_version: str = ""
+    host: str = ""
+    started_at: str = ""
+    duration_ns: int = 0
+    probes: list[str] = field(default_factory=list)
+    lost_events: int = 0
+    command: str = ""
+    stacks: list[list[str]] = field(default_factory=list)
+    #: Other ``lktrace:*`` keys (e.g. ``backend``, ``missing_probes``), kept as text.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_kv(self) -> dict[str, str]:
+        """Encode as Parquet key-value metadata."""
+        kv = {f"{META_PREFIX}format": str(FORMAT_VERSION)}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            kv[META_PREFIX + f.name] = json.dumps(value) if isinstance(value, list) else str(value)
+        kv.update({META_PREFIX + k: v for k, v in self.extra.items()})
+        return kv
+
+    @classmethod
+    def from_kv(cls, kv: Mapping[bytes, bytes] | None, path: str | Path) -> TraceMeta:
+        """Decode Parquet key-value metadata; unknown non-lktrace keys are ignored."""
+        raw = {
+            k.decode(errors="replace")[len(META_PREFIX) :]: v.decode(errors="replace")
+            for k, v in (kv or {}).items()
+            if k.startswith(META_PREFIX.encode())
+        }
+        version = raw.pop("format", str(FORMAT_VERSION))
+        if version != str(FORMAT_VERSION):
+            raise TraceError(
+                path, f"trace format version {version!r} is not supported (this lktrace reads 1)"
+            )
+        meta = cls()
+        for f in fields(cls):
+            if f.name == "extra" or f.name not in raw:
+                continue
+            text = raw.pop(f.name)
+            try:
+                if f.name in ("probes", "stacks"):
+                    value: Any = json.loads(text)
+                    if not isinstance(value, list):
+                        raise ValueError("not a list")
+                elif f.name in ("duration_ns", "lost_events"):
+                    value = int(text)
+                else:
+                    value = text
+            except ValueError as e:
+                raise TraceError(path, f"metadata {META_PREFIX}{f.name} is malformed ({e})") from e
+            setattr(meta, f.name, value)
+        meta.extra = raw
+        return meta
+
+
+class StackTable:
+    """Interns call stacks (innermost frame first) into the ids ``stack_id`` holds."""
+
+    def __init__(self, stacks: Iterable[Sequence[str]] = ()) -> None:
+        self._ids: dict[tuple[str, ...], int] = {}
+        self.stacks: list[list[str]] = []
+        for frames in stacks:
+            self.intern(frames)
+
+    def intern(self, frames: Sequence[str]) -> int:
+        """Return the id of ``frames``, adding it if new."""
+        key = tuple(frames)
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._ids[key] = len(self.stacks)
+            self.stacks.append(list(key))
+        return sid
+
+    def __len__(self) -> int:
+        return len(self.stacks)
+
+
+def conform(table: pa.Table, path: str | Path = "<table>") -> pa.Table:
+    """Check ``table`` against format v1 and cast it to :data:`SCHEMA`.
+
+    Accepts what a plain pyarrow or pandas writer produces: any integer width,
+    plain, large or dictionary strings, extra columns (dropped).
+    """
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise TraceError(path, f"missing column{'s' * (len(missing) > 1)}: {', '.join(missing)}")
+    columns = []
+    for target in SCHEMA:
+        col = table.column(target.name)
+        columns.append(_cast_column(col, target, path))
+    out = pa.Table.from_arrays(columns, schema=SCHEMA)
+    bad = pc.unique(pc.filter(out["event"], pc.invert(pc.is_in(out["event"], pa.array(EVENTS)))))
+    if len(bad):
+        shown = ", ".join(repr(v) for v in bad.to_pylist()[:3])
+        raise TraceError(path, f"column 'event' has unknown value(s) {shown}")
+    for name in COLUMNS:
+        if name not in _NULLABLE and out[name].null_count:
+            raise TraceError(path, f"column '{name}' has {out[name].null_count} null value(s)")
+    return out
+
+
+def _cast_column(col: pa.ChunkedArray, target: pa.Field, path: str | Path) -> pa.ChunkedArray:
+    have = col.type
+    if pa.types.is_dictionary(have):
+        have = have.value_type
+    want_str = pa.types.is_dictionary(target.type)
+    ok = (
+        pa.types.is_string(have) or pa.types.is_large_string(have) or pa.types.is_null(have)
+        if want_str
+        else pa.types.is_integer(have) or pa.types.is_null(have)
+    )
+    if not ok:
+        kind = "a string" if want_str else "an integer"
+        raise TraceError(path, f"column '{target.name}' has type {col.type}, expected {kind} type")
+    if col.type == target.type:
+        return col
+    try:
+        if want_str:
+            return pc.dictionary_encode(col.cast(pa.string()))
+        return col.cast(target.type, safe=target.name not in _BIT_PATTERNS)
+    except pa.ArrowInvalid as e:
+        first = str(e).splitlines()[0]
+        raise TraceError(path, f"column '{target.name}' does not fit {target.type}: {first}") from e
+
+
+@dataclass
+class Trace:
+    """A loaded trace: the events (cast to :data:`SCHEMA`) and the metadata."""
+
+    path: Path
+    table: pa.Table
+    meta: TraceMeta
+
+    @property
+    def num_events(self) -> int:
+        return self.table.num_rows
+
+    def stack(self, stack_id: int | None) -> list[str]:
+        """The frames of ``stack_id``, innermost first; ``[]`` when unknown or null."""
+        if stack_id is None or not 0 <= stack_id < len(self.meta.stacks):
+            return []
+        return self.meta.stacks[stack_id]
+
+    def sorted(self) -> pa.Table:
+        """The events in reading order, ``(ts_ns, seq)``."""
+        return self.table.sort_by([("ts_ns", "ascending"), ("seq", "ascending")])
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    if not path.exists():
+        raise TraceError(path, "no such file")
+    if path.is_dir():
+        raise TraceError(path, "is a directory, not a trace file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(size - 4, 0))
+            tail = f.read(4)
+    except OSError as e:
+        raise TraceError(path, e.strerror or str(e)) from e
+    if head != b"PAR1":
+        raise TraceError(path, "not a Parquet file")
+    if tail != b"PAR1" or size < 12:
+        raise TraceError(
+            path,
+            "truncated Parquet file (no footer); a recording cut short is "
+            "recovered from its spool with 'lktrace recover'",
+        )
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise TraceError(path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
+
+
+def read_meta(path: str | Path) -> TraceMeta:
+    """Read only the metadata of a trace file."""
+    path = Path(path)
+    return TraceMeta.from_kv(_open(path).metadata.metadata, path)
+
+
+def read_trace(path: str | Path) -> Trace:
+    """Load and validate a trace file; raises :class:`TraceError` on bad input."""
+    path = Path(path)
+    pf = _open(path)
+    meta = TraceMeta.from_kv(pf.metadata.metadata, path)
+    present = [c for c in COLUMNS if c in pf.schema_arrow.names]
+    string_cols = [c for c in present if pa.types.is_dictionary(SCHEMA.field(c).type)]
+    try:
+        table = pq.read_table(path, columns=present, read_dictionary=string_cols)
+    except (pa.ArrowException, OSError) as e:
+        raise TraceError(path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
+    table = conform(table, path)
+    top = pc.max(table["stack_id"]).as_py()
+    if top is not None and meta.stacks and top >= len(meta.stacks):
+        raise TraceError(
+            path, f"stack_id {top} is past the stack table ({len(meta.stacks)} stacks)"
+        )
+    return Trace(path, table, meta)
+
+
+class TraceWriter:
+    """Streams event batches into a trace file; the metadata goes in on :meth:`close`.
+
+    A Parquet file is unreadable until its footer is written: for a recording
+    that must survive being killed, spool first (see ``lktrace.collector``).
+    """
+
+    def __init__(self, path: str | Path, row_group_size: int = 1 << 20) -> None:
+        self.path = Path(path)
+        self.row_group_size = row_group_size
+        self.rows = 0
+        try:
+            self._writer = pq.ParquetWriter(self.path, SCHEMA, compression="zstd")
+        except (pa.ArrowException, OSError) as e:
+            raise TraceError(self.path, f"cannot write: {str(e).splitlines()[0]}") from e
+
+    def write(self, events: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]) -> None:
+        """Append events: a table, a record batch or a mapping of column lists."""
+        if isinstance(events, Mapping):
+            events = pa.table(dict(events))
+        elif isinstance(events, pa.RecordBatch):
+            events = pa.Table.from_batches([events])
+        events = conform(events, self.path)
+        self._writer.write_table(events, row_group_size=self.row_group_size)
+        self.rows += events.num_rows
+
+    def close(self, meta: TraceMeta) -> None:
+        """Write the metadata and the footer."""
+        self._writer.add_key_value_metadata(meta.to_kv())
+        self._writer.close()
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer.is_open:
+            self._writer.close()
+
+
+def write_trace(
+    path: str | Path, events: pa.Table | Mapping[str, Sequence[Any]], meta: TraceMeta
+) -> Path:
+    """Write a whole trace in one go."""
+    with TraceWriter(path) as w:
+        w.write(events)
+        w.close(meta)
+    return Path(path)

@@ -1,0 +1,1 @@
+"""BPF C sources and the kernel functions they attach to (``lktrace.probes``)."""
