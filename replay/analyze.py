@@ -15,6 +15,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
+
+from lktrace.console import fmt_ns
 from lktrace.replay.cycles import simple_cycles
 from lktrace.replay.events import Events, load_events
 from lktrace.replay.findings import (
@@ -29,8 +31,6 @@ from lktrace.replay.findings import (
 )
 from lktrace.replay.graph import Graph, Pairs, build_graph, ordering_pairs
 from lktrace.replay.holds import Replay, pair
-
-from lktrace.console import fmt_ns
 from lktrace.trace import Trace
 
 LEVELS = ("class", "instance", "both")

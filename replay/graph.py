@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from lktrace.replay.events import Events
 from lktrace.replay.holds import Holds
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from lktrace.replay.events import ACQUIRED, ATTEMPT, FAILED, RELEASED, Events
 
 
