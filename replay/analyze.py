@@ -8,11 +8,13 @@ vectorised passes point them to.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pyarrow as pa
 import pandas as pd
 import pyarrow.compute as pc
 
@@ -53,22 +55,20 @@ class Options:
 def select(trace: Trace, opts: Options) -> Trace:
     """``trace`` restricted to the tasks and the time window of ``opts``."""
     t = trace.table
-    mask = None
-
-    def both(m):
-        return m if mask is None else pc.and_(mask, m)
-
+    masks = []
     if opts.comms:
-        mask = both(pc.is_in(t["comm"].dictionary_decode(), pc.cast(list(opts.comms), "string")))
+        masks.append(pc.is_in(t["comm"].cast(pa.string()), pa.array(sorted(opts.comms))))
     if opts.tids:
-        mask = both(pc.is_in(t["tid"], pc.cast(list(opts.tids), "int32")))
-    if (opts.since_s is not None or opts.until_s is not None) and t.num_rows:
+        masks.append(pc.is_in(t["tid"], pa.array(sorted(opts.tids), pa.int32())))
+    if t.num_rows:
         first = pc.min(t["ts_ns"]).as_py()
         if opts.since_s is not None:
-            mask = both(pc.greater_equal(t["ts_ns"], first + int(opts.since_s * 1e9)))
+            masks.append(pc.greater_equal(t["ts_ns"], first + int(opts.since_s * 1e9)))
         if opts.until_s is not None:
-            mask = both(pc.less(t["ts_ns"], first + int(opts.until_s * 1e9)))
-    return trace if mask is None else Trace(trace.path, t.filter(mask), trace.meta)
+            masks.append(pc.less(t["ts_ns"], first + int(opts.until_s * 1e9)))
+    if not masks:
+        return trace
+    return Trace(trace.path, t.filter(functools.reduce(pc.and_, masks)), trace.meta)
 
 
 def analyze(traces: Sequence[Trace], opts: Options | None = None) -> Analysis:
@@ -251,6 +251,8 @@ class Run:
             )
         found = []
         for nodes in cycles:
+            first = min(range(len(nodes)), key=lambda i: graph.labels[nodes[i]])
+            nodes = nodes[first:] + nodes[:first]  # start at the smallest label: stable output
             edges = [index[(nodes[i], nodes[(i + 1) % len(nodes)])] for i in range(len(nodes))]
             if (
                 graph.level == "instance"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ Row = tuple
 
 def lock_fields(lock: str) -> tuple[str, str, int]:
     """(class, name, address) for a lock label used in hand-built traces."""
-    addr = 0xFFFF888000000000 + (abs(hash(lock)) % (1 << 32)) * 64
+    addr = 0xFFFF888000000000 + zlib.crc32(lock.encode()) * 64
     if lock.startswith("pci:"):
         return "device_lock", lock, addr
     if lock.startswith("0x"):
