@@ -296,7 +296,10 @@ class Run:
             cycle=[graph.labels[n] for n in nodes],
             edges=[self.witness(graph, p) for p in chosen],
             same_task=len(tasks) == 1,
-            tasks=[dict(zip(("tid", "comm"), self._task(t), strict=True)) for t in sorted(tasks)],
+            tasks=[
+                dict(zip(("tid", "comm"), self._task(t), strict=True))
+                for t in sorted(tasks, key=lambda t: (self.task_file[t], self._task(t)))
+            ],
             deadlocked=bool(edges) and all(e in deadlocked for e in edges),
             gate=", ".join(sorted(self.ev.names[self.ev.inst_name[g]] for g in gate)) or None,
         )
