@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lktrace.console import err, out
+from lktrace.console import out
 from lktrace.trace import TraceError, read_trace
 
 app = typer.Typer(
@@ -99,7 +99,7 @@ def main() -> None:
     try:
         app()
     except (TraceError, UsageError) as e:
-        err.print(f"lktrace: {e}", markup=False)
+        print(f"lktrace: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -159,7 +159,7 @@ def test_unbalanced_release(make_trace):
 
 
 def test_self_deadlock(make_trace):
-    rows = locked(1, "R") + [(1, "attempt", "R")]
+    rows = [*locked(1, "R"), (1, "attempt", "R")]
     result = run(make_trace, rows)
     [sd] = [a for a in result.anomalies if a.kind == "self_deadlock"]
     assert sd.tid == 1 and sd.depth == 2
