@@ -4,10 +4,13 @@ and draining their buffer as raw records. Only ``lktrace record`` imports this m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,34 @@ def find_headers(release: str, layout_free: bool, modules: Path = Path("/lib/mod
     )
 
 
+@contextlib.contextmanager
+def bcc_messages() -> Iterator[list[str]]:
+    """Capture what libbcc and clang print on fd 2; the list is filled on exit."""
+    lines: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            lines += [ln for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
+
+
+def load(bcc: Any, text: str, cflags: list[str]) -> Any:
+    """Compile and load a program; a failure becomes one line with bcc's last message."""
+    with bcc_messages() as lines:
+        try:
+            return bcc.BPF(text=text, cflags=cflags)
+        except Exception as e:  # bcc raises bare Exception for compile and attach errors
+            failure = e
+    detail = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
+    detail = detail or (lines[-1] if lines else str(failure))
+    raise CollectorError(f"the BPF program did not load: {detail.strip()}")
+
+
 class BccSource:
     """Drains a BCC program's event buffer into raw records (bytes of :data:`DTYPE`)."""
 
@@ -185,10 +216,7 @@ def open_lock_probes(
     text, attach = program.lock_program(targets, fentry)
     flags = program.cflags(opts, targets, opts.scope_all) + headers.cflags
     os.environ.update(headers.env)
-    try:
-        bpf = bcc.BPF(text=text, cflags=flags)
-    except Exception as e:  # bcc raises bare Exception for compile and fentry attach
-        raise CollectorError(f"the BPF program did not load: {e}") from e
+    bpf = load(bcc, text, flags)
     attached: list[str] = []
     if not fentry:
         for kind, func, fn in attach:
@@ -216,10 +244,6 @@ def open_contention(targets: Targets, opts: program.Options, headers: Headers) -
     if not (TRACEFS / "events/lock/contention_begin").is_dir():
         raise CollectorError("this kernel has no lock:contention_begin tracepoint (needs v5.19+)")
     os.environ.update(headers.env)
-    try:
-        bpf = bcc.BPF(
-            text=program.contention_program(), cflags=program.cflags(opts, targets) + headers.cflags
-        )
-    except Exception as e:
-        raise CollectorError(f"the BPF program did not load: {e}") from e
+    flags = program.cflags(opts, targets) + headers.cflags
+    bpf = load(bcc, program.contention_program(), flags)
     return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))

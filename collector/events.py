@@ -13,9 +13,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lktrace.collector.kallsyms import Kallsyms
-from lktrace.probes.targets import INFRA_PREFIXES, STACK_APIS, WRAPPED_LOCK, WRAPPERS
 
+from lktrace.collector.kallsyms import Kallsyms
+from lktrace.probes.targets import (
+    INFRA_PREFIXES,
+    LOCK_INTERNAL_PREFIXES,
+    STACK_APIS,
+    WRAPPED_LOCK,
+    WRAPPERS,
+)
 from lktrace.trace import EVENTS, SCHEMA, StackTable
 
 NIPS = 8  # frames kept in the event itself when full stacks are off
@@ -47,6 +53,7 @@ KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
 #: (tracepoint backend).
 API_FROM_STACK_BIT = 0x8000
 DEVICE_CLASS = "device_lock"
+WRAPPER_NAMES = frozenset(w.name for w in WRAPPERS)
 
 
 def c_struct() -> str:
@@ -85,7 +92,6 @@ class Decoder:
             KIND_DEVICE: self._intern(DEVICE_CLASS),
             KIND_WRAPPED: self._intern(WRAPPED_LOCK),
         }
-        self._wrappers = {self._intern(w.name) for w in WRAPPERS}
 
     def _intern(self, text: str) -> int:
         idx = self._strings.get(text)
@@ -108,17 +114,17 @@ class Decoder:
         first = 0
         while first < len(funcs) and funcs[first].startswith(INFRA_PREFIXES):
             first += 1
-        top = next((i for i in range(first, len(funcs)) if funcs[i] in STACK_APIS), None)
-        api = -1
-        wrapped = 0
-        if top is not None:
-            if top + 1 < len(funcs) and funcs[top + 1] in STACK_APIS:
-                top += 1  # the wrapper around the mutex call (tracepoint stacks)
-            api = self._intern(funcs[top])
-            wrapped = int(api in self._wrappers)
+        top, below = None, first
+        while below < len(funcs) and funcs[below].startswith(LOCK_INTERNAL_PREFIXES):
+            if funcs[below] in STACK_APIS:
+                top = below  # the outermost lock API function seen
+            below += 1
+        if below < len(funcs) and funcs[below] in WRAPPER_NAMES:
+            top, below = below, below + 1  # e.g. pci_lock_rescan_remove around mutex_lock
+        api = self._intern(funcs[top]) if top is not None else -1
+        wrapped = int(top is not None and funcs[top] in WRAPPER_NAMES)
         start = first if top is None else top
-        caller_at = start + 1 if top is not None else start
-        caller = names[caller_at] if caller_at < len(names) else "?"
+        caller = names[below] if below < len(names) else "?"
         caller_func = caller.partition("+")[0]
         sid = -1
         if frames is None and key >= 0 and names:

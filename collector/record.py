@@ -17,12 +17,11 @@ from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
-from lktrace.collector.spool import EVENTS_FILE, SPOOL_SUFFIX, SpoolWriter, convert, spool_path
+from lktrace.collector.spool import SPOOL_SUFFIX, SpoolWriter, convert, spool_path
+from lktrace.console import fmt_count
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
 from lktrace.probes.program import Options
 from lktrace.probes.targets import Targets, discover, fentry_possible
-
-from lktrace.console import fmt_count
 from lktrace.trace import TraceMeta
 
 BACKENDS = ("auto", "fentry", "kprobe", "tracepoint")
@@ -143,57 +142,70 @@ def status_line(p: Progress) -> None:
 
 def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     """Run a recording to completion; returns the trace's metadata and event count."""
-    output.check_target(req.output, req.force)
-    spool_dir = spool_path(req.output)
+    work = prepare_output(req.output, req.force)
+    try:
+        syms = Kallsyms.load()
+        if syms.zeroed:
+            raise CollectorError(
+                "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
+                "with 'sysctl kernel.kptr_restrict=1'"
+            )
+        opened, targets = open_source(req, syms)
+    except BaseException:
+        output.remove_dir(work)  # failed before recording: leave nothing behind
+        raise
+    extra = dict(opened.extra)
+    if opened.backend != "tracepoint":
+        extra["missing_probes"] = json.dumps(targets.missing)
+    meta = start_meta(req, opened.backend, opened.probes, extra)
+    return run_recording(opened.source, syms, meta, work, req)
+
+
+def prepare_output(out: Path, force: bool) -> Path:
+    """Check ``out`` and make its spool directory (a stale one only goes with ``force``)."""
+    output.check_target(out, force)
+    spool_dir = spool_path(out)
     if spool_dir.exists() or spool_dir.is_symlink():
-        if not req.force:
+        if not force:
             raise CollectorError(
                 f"{spool_dir}: a spool from an earlier recording is there: "
-                f"'lktrace recover {spool_dir} -o {req.output}' or --force to discard it"
+                f"'lktrace recover {spool_dir} -o {out}', or --force to discard it"
             )
         output.remove_dir(spool_dir)
-    work = output.private_dir(req.output, spool_dir.name)
-    try:
-        return _record_into(req, work)
-    except BaseException:
-        if not (work / EVENTS_FILE).exists():
-            output.remove_dir(work)  # failed before recording: leave nothing behind
-        raise
+    return output.private_dir(out, spool_dir.name)
 
 
-def _record_into(req: RecordRequest, work: Path) -> tuple[TraceMeta, int]:
-    syms = Kallsyms.load()
-    if syms.zeroed:
-        raise CollectorError(
-            "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
-            "with 'sysctl kernel.kptr_restrict=1'"
-        )
-    opened, targets = open_source(req, syms)
+def start_meta(
+    req: RecordRequest, backend: str, probes: list[str], extra: dict[str, str]
+) -> TraceMeta:
+    """The metadata known when recording starts."""
     uname = os.uname()
     meta = TraceMeta(
         kernel=uname.release,
         kernel_version=uname.version,
         host=socket.gethostname(),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        probes=opened.probes,
+        probes=probes,
         command=" ".join(req.argv),
-        extra={
-            "backend": opened.backend,
-            "missing_probes": json.dumps(targets.missing),
-            "stacks_recorded": "yes" if req.stacks else "no",
-            **opened.extra,
-        },
+        extra={"backend": backend, "stacks_recorded": "yes" if req.stacks else "no", **extra},
     )
     if req.pid is not None:
         meta.extra["filter_pid"] = str(req.pid)
     if req.comm:
         meta.extra["filter_comm"] = req.comm
+    return meta
+
+
+def run_recording(
+    source: EventSource, syms: Kallsyms, meta: TraceMeta, work: Path, req: RecordRequest
+) -> tuple[TraceMeta, int]:
+    """Drain ``source`` into the spool in ``work`` until told to stop, then write the trace."""
     spool = SpoolWriter(work, meta)
-    drain = Drain(opened.source, spool, syms)
+    drain = Drain(source, spool, syms)
     try:
         child = subprocess.Popen(req.command) if req.command else None
     except OSError as e:
-        opened.source.close()
+        source.close()
         spool.close()
         output.remove_dir(work)
         raise CollectorError(f"cannot run {req.command[0]}: {e.strerror}") from e
@@ -202,7 +214,7 @@ def _record_into(req: RecordRequest, work: Path) -> tuple[TraceMeta, int]:
     tty = sys.stderr.isatty()
     try:
         progress = drain.run(stop, status_line if tty else None)
-        counters = opened.source.counters()
+        counters = source.counters()
         final = {
             "stack_errors": str(drain.decoder.stack_errors),
             "task_state_full": str(counters.get("state_full", 0)),
@@ -212,17 +224,12 @@ def _record_into(req: RecordRequest, work: Path) -> tuple[TraceMeta, int]:
             final["stopped_by"] = signal.Signals(stop.signal).name
         if child is not None and child.returncode is not None:
             final["command_exit"] = str(child.returncode)
-        spool.append(
-            drain.decoder.decode(b"", progress.events),
-            [],
-            progress.lost,
-            progress.elapsed_ns,
-            final,
-        )
+        empty = drain.decoder.decode(b"", progress.events)
+        spool.append(empty, [], progress.lost, progress.elapsed_ns, final)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        opened.source.close()
+        source.close()
         spool.close()
         if tty:
             sys.stderr.write("\n")

@@ -7,6 +7,7 @@ Layout of the format: include/uapi/linux/btf.h (stable since v5.2).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -69,8 +70,8 @@ class Btf:
             tid = self._types[tid][2]
         return tid
 
-    def _members(self, tid: int):
-        kind, _name, _size, pos = self._types[tid]
+    def _members(self, tid: int) -> Iterator[tuple[str, int, int]]:
+        pos = self._types[tid][3]
         info = struct.unpack_from("<I", self._blob, pos + 4)[0]
         bitfield = info >> 31
         for i in range(info & 0xFFFF):

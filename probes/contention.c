@@ -10,7 +10,6 @@
 #define LCB_F_SPIN (1U << 0)
 #define LCB_F_READ (1U << 1)
 #define LCB_F_WRITE (1U << 2)
-#define LCB_F_PERCPU (1U << 4)
 #define LCB_F_MUTEX (1U << 5)
 
 #define API_FROM_STACK_BIT 0x8000
@@ -21,11 +20,15 @@ BPF_TABLE("lru_hash", u32, struct pending, waiting, 16384);
 TRACEPOINT_PROBE(lock, contention_begin)
 {
     u32 flags = args->flags;
-    if (flags & (LCB_F_SPIN | LCB_F_PERCPU))
-        return 0;  // spinning locks: not an ordering this tool follows
+    if (!(flags & (LCB_F_MUTEX | LCB_F_READ | LCB_F_WRITE)))
+        return 0;  // spinlocks: not an ordering this tool follows
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = id;
     if (filtered(id >> 32))
+        return 0;
+    // A mutex that first spins (MUTEX|SPIN) and then sleeps begins twice: one attempt.
+    struct pending *was = waiting.lookup(&tid);
+    if (was && was->lock == (u64)args->lock_addr)
         return 0;
     struct pending p = {};
     p.lock = (u64)args->lock_addr;

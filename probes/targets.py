@@ -8,6 +8,7 @@ struct layout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -105,6 +106,10 @@ INFRA_PREFIXES = (
     "arch_rethook",
     "0x",
 )
+#: Prefixes of frames inside the lock implementation (mutex.c, rwsem.c, semaphore.c):
+#: a tracepoint fires deep in them, and mutex_lock tail-calls its slow path, so the
+#: frame below them is the caller.
+LOCK_INTERNAL_PREFIXES = ("mutex_", "__mutex_", "_mutex_", "rwsem_", "__rwsem", "down_", "__down")
 
 # Scope entry points: a task's mutex events are recorded while it is inside one of these
 # (the device_lock and held-lock rules catch the rest). Chosen to cover each path that
@@ -179,10 +184,8 @@ def discover(syms: Kallsyms, btf: Btf | None, release: str | None = None) -> Tar
     offsets = {}
     if btf is not None:
         for key, (struct_name, path) in DEVICE_MEMBERS.items():
-            try:
+            with contextlib.suppress(BtfError):
                 offsets[key] = btf.offsetof(struct_name, path)
-            except BtfError:
-                pass
     return Targets(
         apis=apis,
         scope=scope,
