@@ -136,76 +136,77 @@ class Decoder:
     def decode(self, raw: bytes | bytearray | memoryview, seq0: int) -> pa.Table:
         """A table (in time order, ``seq`` from ``seq0``) of the records in ``raw``."""
         ev = np.frombuffer(raw, dtype=DTYPE)
-        ev = ev[np.argsort(ev["ts"], kind="stable")]
+        ts = ev["ts"]
         n = len(ev)
+        # nearly sorted as drained; a slice when already in order is cheaper than a gather
+        in_order = n < 2 or bool((ts[1:] >= ts[:-1]).all())
+        order = slice(None) if in_order else np.argsort(ts, kind="stable")
         if self.stack_lookup is not None:
-            keys = ev["stack_id"].astype(np.int64)
             frames = None
+            keys = ev["stack_id"][order]
+            self.stack_errors += int((keys < 0).sum())
         else:
-            frames = ev["ips"]
+            frames = ev["ips"][order]
             # one 64-bit key per distinct frame list, mixed from all its frames
             mult = np.arange(1, 2 * NIPS, 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
             with np.errstate(over="ignore"):
-                keys = (frames * mult).sum(axis=1).astype(np.int64)
+                keys = (frames * mult).sum(axis=1).view(np.int64)
         enc = pc.dictionary_encode(pa.array(keys))
-        uniq = enc.dictionary.to_numpy()
         inv = enc.indices.to_numpy()
-        first_row = np.zeros(len(uniq), dtype=np.int64)
-        first_row[inv[::-1]] = np.arange(n - 1, -1, -1)
-        sites = np.array(
-            [
-                self._site(int(k), None if frames is None else frames[first_row[i]])
-                for i, k in enumerate(uniq.tolist())
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 5)[inv]
-        self.stack_errors += int((keys < 0).sum()) if frames is None else 0
+        uniq = enc.dictionary.to_pylist()
+        if frames is None:
+            per_site = [self._site(k, None) for k in uniq]
+        else:
+            first = np.full(len(uniq), n, dtype=np.int64)
+            np.minimum.at(first, inv, np.arange(n))
+            per_site = [self._site(k, frames[first[i]]) for i, k in enumerate(uniq)]
+        sites = np.array(per_site, dtype=np.int32).reshape(-1, 5)
+        stack_id, caller, site_class, site_api, wrapped = (sites[:, i][inv] for i in range(5))
 
-        kind = ev["kind"].astype(np.int64)
-        api = ev["api"].astype(np.int64)
+        kind = ev["kind"][order]
+        api = ev["api"][order]
         from_stack = (api & API_FROM_STACK_BIT) != 0
-        api_idx = self._api_ids[api & ~API_FROM_STACK_BIT]
+        api_idx = self._api_ids[api & (API_FROM_STACK_BIT - 1)]
         if from_stack.any():
-            guessed = sites[:, 3] >= 0
-            api_idx = np.where(from_stack & guessed, sites[:, 3], api_idx)
-            kind = np.where(from_stack & (sites[:, 4] == 1), KIND_WRAPPED, kind)
+            api_idx = np.where(from_stack & (site_api >= 0), site_api, api_idx)
+            kind = np.where(from_stack & (wrapped == 1), KIND_WRAPPED, kind)
         class_idx = np.where(
             kind == KIND_DEVICE,
             self._fixed[KIND_DEVICE],
-            np.where(kind == KIND_WRAPPED, self._fixed[KIND_WRAPPED], sites[:, 2]),
+            np.where(kind == KIND_WRAPPED, self._fixed[KIND_WRAPPED], site_class),
         )
         strings = pa.array(self._string_list, pa.string())
-        stack_id = sites[:, 0]
+        lock = ev["lock"][order]
         return pa.table(
             {
                 "seq": pa.array(np.arange(seq0, seq0 + n, dtype=np.uint64)),
-                "ts_ns": pa.array(ev["ts"].astype(np.int64)),
-                "cpu": pa.array(ev["cpu"].astype(np.int32)),
-                "pid": pa.array(ev["pid"].astype(np.int32)),
-                "tid": pa.array(ev["tid"].astype(np.int32)),
-                "comm": _fixed_strings(ev["comm"], ""),
-                "event": pa.DictionaryArray.from_arrays(
-                    pa.array(ev["event"].astype(np.int32)), self._event_dict
-                ),
+                "ts_ns": pa.array(ts[order].view(np.int64)),
+                "cpu": pa.array(ev["cpu"][order].view(np.int32)),
+                "pid": pa.array(ev["pid"][order].view(np.int32)),
+                "tid": pa.array(ev["tid"][order].view(np.int32)),
+                "comm": _fixed_strings(ev["comm"][order], ""),
+                "event": _dict(ev["event"][order], self._event_dict),
                 "api": _dict(api_idx, strings),
-                "lock_addr": pa.array(ev["lock"]),
+                "lock_addr": pa.array(lock),
                 "lock_class": _dict(class_idx, strings),
-                "lock_name": _lock_names(ev["lock"], kind, ev["name"]),
-                "caller": _dict(sites[:, 1], strings),
-                "stack_id": pa.array(stack_id.astype(np.int32), mask=stack_id < 0),
+                "lock_name": _lock_names(lock, kind, ev["name"][order]),
+                "caller": _dict(caller, strings),
+                "stack_id": pa.array(stack_id, mask=stack_id < 0),
             },
             schema=SCHEMA,
         )
 
 
 def _dict(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), dictionary)
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices.astype(np.int32, copy=False)), dictionary
+    )
 
 
 def _fixed_strings(column: np.ndarray, prefix: str) -> pa.DictionaryArray:
     """Dictionary-encode NUL-padded fixed-size byte strings, decoding only the distinct ones."""
     width = column.dtype.itemsize
-    data = pa.py_buffer(np.ascontiguousarray(column).tobytes())
+    data = pa.py_buffer(np.ascontiguousarray(column))
     enc = pc.dictionary_encode(
         pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(column), [None, data])
     )
