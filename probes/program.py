@@ -42,6 +42,7 @@ def cflags(opts: Options, targets: Targets, scope_all: bool = False) -> list[str
         f"-DSCOPE_ALL={int(scope_all)}",
         f"-DFILTER_PID={opts.pid or 0}",
         f"-DPCI_BUS_TYPE={targets.pci_bus_type:#x}ULL",
+        f"-DWRAPPED_LOCK_ADDR={targets.wrapped_lock:#x}ULL",
     ]
     if opts.comm:
         flags.append(f'-DFILTER_COMM="{opts.comm[:15]}"')
