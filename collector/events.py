@@ -109,7 +109,7 @@ class Decoder:
             addrs = self.stack_lookup(key) if key >= 0 else ()
         else:
             addrs = [a for a in frames.tolist() if a]
-        names = self.syms.symbolize(np.array(addrs, dtype=np.uint64)) if len(addrs) else []
+        names = self.syms.symbolize(addrs) if len(addrs) else []
         funcs = [n.partition("+")[0] for n in names]
         first = 0
         while first < len(funcs) and funcs[first].startswith(INFRA_PREFIXES):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +45,15 @@ class Kallsyms:
         """Whether ``name`` is a built-in function, exactly once (so attachable by name)."""
         return self.functions.get(name, 0) == 1
 
-    def symbolize(self, addrs: np.ndarray) -> list[str]:
+    def symbolize(self, addrs: Sequence[int] | np.ndarray) -> list[str]:
         """``function+0xoff`` for each address (``0x…`` when below the first symbol)."""
-        addrs = np.asarray(addrs, dtype=np.uint64)
+        addrs = np.array(addrs, dtype=np.uint64)  # from ints: no float detour
         idx = np.searchsorted(self.addrs, addrs, side="right").astype(np.int64) - 1
+        starts = self.addrs[np.maximum(idx, 0)].tolist() if len(self.addrs) else []
         out = []
-        for a, i in zip(addrs.tolist(), idx.tolist(), strict=True):
+        for a, i, start in zip(addrs.tolist(), idx.tolist(), starts, strict=False):
             if i < 0 or self.zeroed:
                 out.append(f"0x{a:x}")
             else:
-                out.append(f"{self.names[i]}+0x{a - int(self.addrs[i]):x}")
+                out.append(f"{self.names[i]}+0x{a - start:x}")
         return out

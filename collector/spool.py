@@ -36,6 +36,8 @@ class SpoolWriter:
         self._file = open(self.dir / EVENTS_FILE, "xb")  # noqa: SIM115 (closed in close())
         schema = SCHEMA.with_metadata(meta.to_kv())
         self._writer = pa.ipc.new_stream(self._file, schema)
+        # the schema goes out with the first batch: an empty one makes the spool readable now
+        self._writer.write_batch(pa.RecordBatch.from_pylist([], SCHEMA))
         self._sync()
         self.rows = 0
 
