@@ -109,11 +109,9 @@ class Decoder:
             addrs = self.stack_lookup(key) if key >= 0 else ()
         else:
             addrs = [a for a in frames.tolist() if a]
-        names = self.syms.symbolize(addrs) if len(addrs) else []
+        names = _clean(self.syms.symbolize(addrs) if len(addrs) else [])
         funcs = [n.partition("+")[0] for n in names]
         first = 0
-        while first < len(funcs) and funcs[first].startswith(INFRA_PREFIXES):
-            first += 1
         top, below = None, first
         while below < len(funcs) and funcs[below].startswith(LOCK_INTERNAL_PREFIXES):
             if funcs[below] in STACK_APIS:
@@ -195,6 +193,24 @@ class Decoder:
             },
             schema=SCHEMA,
         )
+
+
+def _clean(names: list[str]) -> list[str]:
+    """Frames without the tracing machinery: BPF programs and trampolines, and the
+    return into a function's own fentry call that follows its trampoline."""
+    kept: list[str] = []
+    after_infra = False
+    for name in names:
+        func = name.partition("+")[0]
+        if func.startswith(INFRA_PREFIXES):
+            after_infra = True
+            continue
+        if after_infra and kept and kept[-1].partition("+")[0] == func:
+            after_infra = False  # e.g. remove_store+0x5 under remove_store's trampoline
+            continue
+        after_infra = False
+        kept.append(name)
+    return kept
 
 
 def _dict(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:

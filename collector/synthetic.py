@@ -35,23 +35,39 @@ def addr(func: str, off: int = 0) -> int:
     return BASE + 0x1000 * FUNCTIONS.index(func) + off
 
 
+#: Where BPF programs and trampolines run: outside the kernel's and modules' text.
+JIT = 0xFFFFFFFFC0000000
+
+
 def kallsyms() -> Kallsyms:
-    """The synthetic kernel's symbol table."""
-    lines = [f"{addr(f):016x} T {f}" for f in FUNCTIONS]
+    """The synthetic kernel's symbol table (with one module, ``nvme``)."""
+    lines = [f"{BASE:016x} T _stext"]
+    lines += [f"{addr(f):016x} T {f}" for f in FUNCTIONS]
     lines.append(f"{BASE + 0x1000 * len(FUNCTIONS):016x} T _etext")
-    return Kallsyms(lines)
+    lines.append(f"{JIT - 0x10000:016x} t nvme_probe [nvme]")
+    return Kallsyms(lines, [f"nvme 4096 0 - Live {JIT - 0x10000:#x}"])
 
 
 #: Kernel stack id → frames (innermost first), as the BPF stack map would hold them.
+#: Stack 1 is what fentry gives: the BPF program, its trampoline, then the traced
+#: function's fentry return; remove_store (a scope function) has a trampoline too.
 STACKS = {
     1: [
-        addr(FUNCTIONS[3], 0x40),
-        addr("mutex_lock"),
+        JIT + 0x3C8A,
+        JIT + 0x9000,
+        addr("mutex_lock", 5),
         addr("remove_store", 0x24),
+        JIT + 0xA000,
+        addr("remove_store", 5),
         addr("kernfs_fop_write_iter", 0x10C),
         addr("vfs_write", 0x1B0),
     ],
-    2: [addr("mutex_lock"), addr("unbind_store", 0x31), addr("kernfs_fop_write_iter", 0x10C)],
+    2: [
+        addr(FUNCTIONS[3], 0x40),
+        addr("mutex_lock"),
+        addr("unbind_store", 0x31),
+        addr("kernfs_fop_write_iter", 0x10C),
+    ],
     3: [addr("pci_lock_rescan_remove"), addr("sriov_numvfs_store", 0x58)],
     4: [addr("mutex_unlock"), addr("device_release_driver", 0x2A)],
 }
