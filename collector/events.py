@@ -18,6 +18,7 @@ from lktrace.collector.kallsyms import Kallsyms
 from lktrace.probes.targets import (
     INFRA_PREFIXES,
     LOCK_INTERNAL_PREFIXES,
+    RWSEM_APIS,
     STACK_APIS,
     WRAPPED_LOCK,
     WRAPPERS,
@@ -127,7 +128,8 @@ class Decoder:
         sid = -1
         if frames is None and key >= 0 and names:
             sid = self.stacks.intern(names[start:])
-        site = (sid, self._intern(caller), self._intern(f"mutex@{caller_func}"), api, wrapped)
+        kind = "rwsem" if top is not None and funcs[top] in RWSEM_APIS else "mutex"
+        site = (sid, self._intern(caller), self._intern(f"{kind}@{caller_func}"), api, wrapped)
         self._sites[key] = site
         return site
 
