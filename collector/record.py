@@ -57,7 +57,6 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     """Check the kernel, choose the backend and attach (BCC is imported only here)."""
     from lktrace.collector import bpf
 
-    bpf.check_privileges()
     bpf.import_bcc()
     try:
         btf = Btf.load() if VMLINUX_BTF.exists() else None
@@ -142,6 +141,9 @@ def status_line(p: Progress) -> None:
 
 def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     """Run a recording to completion; returns the trace's metadata and event count."""
+    from lktrace.collector.bpf import check_privileges
+
+    check_privileges()
     work = prepare_output(req.output, req.force)
     try:
         syms = Kallsyms.load()

@@ -33,13 +33,13 @@ def _program(name: str) -> str:
     return (source("common.c") + source(name)).replace("@EVENT_STRUCT@", c_struct())
 
 
-def cflags(opts: Options, targets: Targets, scope_all: bool = False) -> list[str]:
+def cflags(opts: Options, targets: Targets) -> list[str]:
     """The -D flags for both programs."""
     flags = [
         f"-DSTACKS={int(opts.stacks)}",
         f"-DRINGBUF={int(opts.ringbuf)}",
         f"-DRINGBUF_PAGES={opts.ringbuf_pages}",
-        f"-DSCOPE_ALL={int(scope_all)}",
+        f"-DSCOPE_ALL={int(opts.scope_all)}",
         f"-DFILTER_PID={opts.pid or 0}",
         f"-DPCI_BUS_TYPE={targets.pci_bus_type:#x}ULL",
         f"-DWRAPPED_LOCK_ADDR={targets.wrapped_lock:#x}ULL",
