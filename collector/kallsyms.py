@@ -1,9 +1,9 @@
 """The kernel's symbol table from /proc/kallsyms: name lookups and vectorised symbolisation.
 
 An address is named only inside the kernel's text (``_stext``.. ``_etext``) or a loaded
-module (/proc/modules); anything else, such as a BPF program or trampoline when
-``net.core.bpf_jit_kallsyms`` is off, stays a bare ``0x…`` instead of borrowing the
-name of whatever symbol precedes it.
+module (/proc/modules), and less than :data:`MAX_OFFSET` past its symbol; anything else,
+such as a BPF program or trampoline when ``net.core.bpf_jit_kallsyms`` is off, stays a
+bare ``0x…`` instead of borrowing the name of whatever symbol precedes it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import numpy as np
 
 KALLSYMS = Path("/proc/kallsyms")
 MODULES = Path("/proc/modules")
+#: No kernel function is this long: an address further past a symbol is not in it
+#: (since v6.4 a module's /proc/modules size also counts data kept elsewhere).
+MAX_OFFSET = 1 << 16
 _TEXT_TYPES = frozenset("tTwW")
 
 
@@ -76,7 +79,12 @@ class Kallsyms:
         addrs = np.array(addrs, dtype=np.uint64)  # from ints: no float detour
         idx = np.searchsorted(self.addrs, addrs, side="right").astype(np.int64) - 1
         idx[~self._known(addrs)] = -1
-        starts = self.addrs[np.maximum(idx, 0)].tolist() if len(self.addrs) else []
+        if len(self.addrs):
+            starts = self.addrs[np.maximum(idx, 0)]
+            idx[addrs - starts >= MAX_OFFSET] = -1
+            starts = starts.tolist()
+        else:
+            starts = []
         out = []
         for a, i, start in zip(addrs.tolist(), idx.tolist(), starts, strict=False):
             if i < 0 or self.zeroed:

@@ -69,6 +69,13 @@ def test_kallsyms_symbolize_and_duplicates():
     got = syms.symbolize(addrs)
     # past the module's end is a BPF program, not gamma+0x2000
     assert got == ["alpha+0x10", "beta+0x50", "0x10", "gamma+0x10", "0xffffffffc0002000"]
+    big = Kallsyms(
+        ["ffffffffc0000000 t gamma [nvme]"], ["nvme 1048576 0 - Live 0xffffffffc0000000"]
+    )
+    assert big.symbolize([0xFFFFFFFFC0000100, 0xFFFFFFFFC0020000]) == [
+        "gamma+0x100",
+        "0xffffffffc0020000",  # in the module's range but too far past any function
+    ]
     assert syms.has("alpha") and not syms.has("beta")  # ambiguous: not attachable by name
     assert not syms.has("gamma")  # modules are not probed
     assert syms.data["some_data"] == 0xFFFFFFFF81000300
