@@ -148,17 +148,19 @@ class Decoder:
         else:
             frames = ev["ips"][order]
             # one 64-bit key per distinct frame list, mixed from all its frames
-            mult = np.arange(1, 2 * NIPS, 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            keys = np.zeros(n, dtype=np.uint64)
             with np.errstate(over="ignore"):
-                keys = (frames * mult).sum(axis=1).view(np.int64)
+                for i in range(NIPS):
+                    keys += frames[:, i] * np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64)
+            keys = keys.view(np.int64)
         enc = pc.dictionary_encode(pa.array(keys))
         inv = enc.indices.to_numpy()
         uniq = enc.dictionary.to_pylist()
         if frames is None:
             per_site = [self._site(k, None) for k in uniq]
         else:
-            first = np.full(len(uniq), n, dtype=np.int64)
-            np.minimum.at(first, inv, np.arange(n))
+            first = np.empty(len(uniq), dtype=np.int64)
+            first[inv] = np.arange(n)  # any row of each key will do: same frames
             per_site = [self._site(k, frames[first[i]]) for i, k in enumerate(uniq)]
         sites = np.array(per_site, dtype=np.int32).reshape(-1, 5)
         stack_id, caller, site_class, site_api, wrapped = (sites[:, i][inv] for i in range(5))
