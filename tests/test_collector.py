@@ -18,9 +18,8 @@ from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.events import DTYPE, Decoder, c_struct
 from lktrace.collector.kallsyms import Kallsyms
-from lktrace.collector.pipeline import Drain
-from lktrace.collector.record import RecordRequest, finish, prepare_output, recover
-from lktrace.collector.spool import SpoolWriter, read_spool, spool_path
+from lktrace.collector.record import Recording, RecordRequest, prepare_output, recover
+from lktrace.collector.spool import read_spool, spool_path
 from lktrace.collector.synthetic import FUNCTIONS, STACKS, SyntheticSource, addr, kallsyms
 from lktrace.trace import TraceError, TraceMeta, read_trace
 
@@ -37,11 +36,12 @@ def decode(source: SyntheticSource, seq0: int = 0):
 def drain_to(tmp_path: Path, source: SyntheticSource, **kw) -> tuple[TraceMeta, int, Path]:
     out = tmp_path / "t.parquet"
     work = prepare_output(out, force=False)
-    spool = SpoolWriter(work, TraceMeta(command="test", probes=["mutex_lock"]))
-    drain = Drain(source, spool, kallsyms(), **kw)
-    drain.run(lambda: source.done, poll_ms=0)
-    spool.close()
-    meta, rows = finish(work, out, force=False)
+    meta = TraceMeta(command="test", probes=["mutex_lock"])
+    rec = Recording(source, kallsyms(), meta, work, out, force=False)
+    for name, value in kw.items():
+        setattr(rec.drain, name, value)
+    rec.drain.run(lambda: source.done, poll_ms=0)
+    meta, rows = rec.finish({})
     return meta, rows, out
 
 
