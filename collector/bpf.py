@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import DTYPE
+from lktrace.collector.events import event_dtype
 from lktrace.probes import program
 from lktrace.probes.targets import Targets
 
@@ -160,7 +160,7 @@ def load(bcc: Any, text: str, cflags: list[str], headers: Headers) -> Any:
 
 
 class BccSource:
-    """Drains a BCC program's event buffer into raw records (bytes of :data:`DTYPE`)."""
+    """Drains a BCC program's event buffer into raw records (see :func:`event_dtype`)."""
 
     def __init__(self, bpf: Any, ringbuf: bool, stacks: bool, apis: list[str]) -> None:
         self.bpf = bpf
@@ -168,7 +168,7 @@ class BccSource:
         self._chunks: list[bytes] = []
         self.buffered = 0
         self.user_lost = 0
-        size = DTYPE.itemsize
+        size = event_dtype(stacks).itemsize
 
         def on_event(_ctx: Any, data: int, _size: int) -> None:
             self._chunks.append(ctypes.string_at(data, size))
@@ -220,7 +220,7 @@ def open_lock_probes(
 ) -> tuple[BccSource, list[str]]:
     """Compile, load and attach the mutex program; returns the source and attached names."""
     bcc = import_bcc()
-    text, attach = program.lock_program(targets, fentry)
+    text, attach = program.lock_program(targets, opts, fentry)
     bpf = load(bcc, text, program.cflags(opts, targets), headers)
     attached: list[str] = []
     if not fentry:
@@ -248,5 +248,5 @@ def open_contention(targets: Targets, opts: program.Options, headers: Headers) -
     mount_tracefs()
     if not (TRACEFS / "events/lock/contention_begin").is_dir():
         raise CollectorError("this kernel has no lock:contention_begin tracepoint (needs v5.19+)")
-    bpf = load(bcc, program.contention_program(), program.cflags(opts, targets), headers)
+    bpf = load(bcc, program.contention_program(opts), program.cflags(opts, targets), headers)
     return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))

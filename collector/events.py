@@ -26,13 +26,12 @@ from lktrace.probes.targets import (
 from lktrace.trace import EVENTS, SCHEMA, StackTable
 
 NIPS = 8  # frames kept in the event itself when full stacks are off
-NAME_LEN = 32  # device name bytes
+NAME_LEN = 16  # device name bytes: "0000:01:00.0" and its NUL
 
 #: (name, C type, numpy type, count): the event record, in C declaration order.
 FIELDS = (
     ("ts", "u64", "<u8", 1),
     ("lock", "u64", "<u8", 1),
-    ("ips", "u64", "<u8", NIPS),
     ("pid", "u32", "<u4", 1),
     ("tid", "u32", "<u4", 1),
     ("cpu", "u32", "<u4", 1),
@@ -43,10 +42,33 @@ FIELDS = (
     ("comm", "char", "S16", 16),
     ("name", "char", f"S{NAME_LEN}", NAME_LEN),
 )
-DTYPE = np.dtype(
-    [(n, t, (c,)) if c > 1 and not t.startswith("S") else (n, t) for n, _, t, c in FIELDS],
-    align=True,
-)
+#: Appended when stacks are off: the first frames, for the call site.
+FRAMES = ("ips", "u64", "<u8", NIPS)
+
+
+def _fields(stacks: bool) -> tuple[tuple[str, str, str, int], ...]:
+    return FIELDS if stacks else (*FIELDS, FRAMES)
+
+
+def event_dtype(stacks: bool) -> np.dtype:
+    """The numpy layout of the record (C alignment and padding)."""
+    return np.dtype(
+        [
+            (n, t, (c,)) if c > 1 and not t.startswith("S") else (n, t)
+            for n, _, t, c in _fields(stacks)
+        ],
+        align=True,
+    )
+
+
+def c_struct(stacks: bool) -> str:
+    """The C declaration of the event record."""
+    lines = [f"#define NIPS {NIPS}", f"#define NAME_LEN {NAME_LEN}", "struct event {"]
+    for name, ctype, _, count in _fields(stacks):
+        lines.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
+    lines.append("};")
+    return "\n".join(lines)
+
 
 # Values of the ``kind`` field (the KIND_* enum of the BPF programs).
 KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
@@ -55,15 +77,6 @@ KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
 API_FROM_STACK_BIT = 0x8000
 DEVICE_CLASS = "device_lock"
 WRAPPER_NAMES = frozenset(w.name for w in WRAPPERS)
-
-
-def c_struct() -> str:
-    """The C declaration of the event record."""
-    lines = [f"#define NIPS {NIPS}", f"#define NAME_LEN {NAME_LEN}", "struct event {"]
-    for name, ctype, _, count in FIELDS:
-        lines.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
-    lines.append("};")
-    return "\n".join(lines)
 
 
 StackLookup = Callable[[int], Sequence[int]]
@@ -82,6 +95,7 @@ class Decoder:
     ) -> None:
         self.syms = syms
         self.stack_lookup = stack_lookup
+        self.dtype = event_dtype(stacks=stack_lookup is not None)
         self.stacks = StackTable()
         self.stack_errors = 0
         self._strings: dict[str, int] = {}
@@ -134,19 +148,30 @@ class Decoder:
         return site
 
     def decode(self, raw: bytes | bytearray | memoryview, seq0: int) -> pa.Table:
-        """A table (in time order, ``seq`` from ``seq0``) of the records in ``raw``."""
-        ev = np.frombuffer(raw, dtype=DTYPE)
-        ts = ev["ts"]
+        """A table (in time order, ``seq`` from ``seq0``) of the records in ``raw``.
+
+        Columns are copied out of the records first and only then put in time order:
+        gathering small arrays is cheaper than gathering whole records.
+        """
+        ev = np.frombuffer(raw, dtype=self.dtype)
         n = len(ev)
-        # nearly sorted as drained; a slice when already in order is cheaper than a gather
+        ts = np.ascontiguousarray(ev["ts"])
         in_order = n < 2 or bool((ts[1:] >= ts[:-1]).all())
-        order = slice(None) if in_order else np.argsort(ts, kind="stable")
+        order = None if in_order else np.argsort(ts, kind="stable")
+
+        def col(name: str) -> np.ndarray:
+            c = np.ascontiguousarray(ev[name])
+            return c if order is None else c[order]
+
+        comm = _fixed_strings(ev["comm"], "")
+        if order is not None:
+            comm = comm.take(pa.array(order))
         if self.stack_lookup is not None:
             frames = None
-            keys = ev["stack_id"][order]
+            keys = col("stack_id")
             self.stack_errors += int((keys < 0).sum())
         else:
-            frames = ev["ips"][order]
+            frames = col("ips")
             # one 64-bit key per distinct frame list, mixed from all its frames
             keys = np.zeros(n, dtype=np.uint64)
             with np.errstate(over="ignore"):
@@ -165,8 +190,8 @@ class Decoder:
         sites = np.array(per_site, dtype=np.int32).reshape(-1, 5)
         stack_id, caller, site_class, site_api, wrapped = (sites[:, i][inv] for i in range(5))
 
-        kind = ev["kind"][order]
-        api = ev["api"][order]
+        kind = col("kind")
+        api = col("api")
         from_stack = (api & API_FROM_STACK_BIT) != 0
         api_idx = self._api_ids[api & (API_FROM_STACK_BIT - 1)]
         if from_stack.any():
@@ -177,21 +202,23 @@ class Decoder:
             self._fixed[KIND_DEVICE],
             np.where(kind == KIND_WRAPPED, self._fixed[KIND_WRAPPED], site_class),
         )
+        device = np.flatnonzero(kind == KIND_DEVICE)
+        names = ev["name"][device if order is None else order[device]]
         strings = pa.array(self._string_list, pa.string())
-        lock = ev["lock"][order]
+        lock = col("lock")
         return pa.table(
             {
                 "seq": pa.array(np.arange(seq0, seq0 + n, dtype=np.uint64)),
-                "ts_ns": pa.array(ts[order].view(np.int64)),
-                "cpu": pa.array(ev["cpu"][order].view(np.int32)),
-                "pid": pa.array(ev["pid"][order].view(np.int32)),
-                "tid": pa.array(ev["tid"][order].view(np.int32)),
-                "comm": _fixed_strings(ev["comm"][order], ""),
-                "event": _dict(ev["event"][order], self._event_dict),
+                "ts_ns": pa.array((ts if order is None else ts[order]).view(np.int64)),
+                "cpu": pa.array(col("cpu").view(np.int32)),
+                "pid": pa.array(col("pid").view(np.int32)),
+                "tid": pa.array(col("tid").view(np.int32)),
+                "comm": comm,
+                "event": _dict(col("event"), self._event_dict),
                 "api": _dict(api_idx, strings),
                 "lock_addr": pa.array(lock),
                 "lock_class": _dict(class_idx, strings),
-                "lock_name": _lock_names(lock, kind, ev["name"][order]),
+                "lock_name": _lock_names(lock, kind, device, names),
                 "caller": _dict(caller, strings),
                 "stack_id": pa.array(stack_id, mask=stack_id < 0),
             },
@@ -234,16 +261,18 @@ def _fixed_strings(column: np.ndarray, prefix: str) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(enc.indices, pa.array(words, pa.string()))
 
 
-def _lock_names(lock: np.ndarray, kind: np.ndarray, name: np.ndarray) -> pa.DictionaryArray:
-    """``pci:<dev>`` for device locks, the symbol for the wrapped lock, else the hex address."""
+def _lock_names(
+    lock: np.ndarray, kind: np.ndarray, device: np.ndarray, names: np.ndarray
+) -> pa.DictionaryArray:
+    """``pci:<dev>`` for the ``device`` rows (their ``names``), the symbol for the wrapped
+    lock, else the hex address."""
     enc = pc.dictionary_encode(pa.array(lock))
     hexes = [f"0x{a:x}" for a in enc.dictionary.to_numpy().tolist()]
     idx = enc.indices.to_numpy().astype(np.int64)
     words = [*hexes, WRAPPED_LOCK]
     idx = np.where(kind == KIND_WRAPPED, len(hexes), idx)
-    device = kind == KIND_DEVICE
-    if device.any():
-        devs = _fixed_strings(name[device], "pci:")
+    if len(device):
+        devs = _fixed_strings(names, "pci:")
         idx[device] = devs.indices.to_numpy() + len(words)
         words += devs.dictionary.to_pylist()
     return _dict(idx, pa.array(words, pa.string()))

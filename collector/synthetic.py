@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from lktrace.collector.events import DTYPE, KIND_DEVICE, KIND_MUTEX, KIND_WRAPPED
+from lktrace.collector.events import KIND_DEVICE, KIND_MUTEX, KIND_WRAPPED, event_dtype
 from lktrace.collector.kallsyms import Kallsyms
 
 BASE = 0xFFFFFFFF81000000
@@ -105,7 +105,7 @@ class SyntheticSource:
 
     @staticmethod
     def _make(n: int, stacks: bool, rng: np.random.Generator) -> np.ndarray:
-        ev = np.zeros(n, dtype=DTYPE)
+        ev = np.zeros(n, dtype=event_dtype(stacks))
         site = rng.integers(1, 5, n)  # which of STACKS
         ev["stack_id"] = site if stacks else -1
         if not stacks:
@@ -135,7 +135,7 @@ class SyntheticSource:
         self._chunks.append(self._template[:n].tobytes())
         self._template["ts"] += n
         self.produced += n
-        self.buffered += n * DTYPE.itemsize
+        self.buffered += n * self._template.itemsize
         self._lost += self.lost_per_poll
 
     def take(self) -> bytes:

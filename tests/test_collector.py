@@ -16,7 +16,7 @@ import pytest
 
 from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import DTYPE, Decoder, c_struct
+from lktrace.collector.events import Decoder, c_struct, event_dtype
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.record import Recording, RecordRequest, prepare_output, recover
 from lktrace.collector.spool import read_spool, spool_path
@@ -46,10 +46,13 @@ def drain_to(tmp_path: Path, source: SyntheticSource, **kw) -> tuple[TraceMeta, 
 
 
 def test_c_struct_matches_numpy_layout():
-    text = c_struct()
-    assert "u64 ips[8];" in text and "char comm[16];" in text
-    # the C compiler pads the struct to 8 bytes, as numpy's aligned dtype does
-    assert DTYPE.itemsize % 8 == 0 and DTYPE.fields["name"][1] + 32 <= DTYPE.itemsize
+    with_frames, without = c_struct(stacks=False), c_struct(stacks=True)
+    assert "u64 ips[8];" in with_frames and "ips" not in without
+    assert "char comm[16];" in without
+    # C pads the struct to 8 bytes, as numpy's aligned dtype does; frames come last
+    small, big = event_dtype(stacks=True), event_dtype(stacks=False)
+    assert small.itemsize == 72 and big.itemsize == 72 + 64
+    assert big.fields["ips"][1] == 72 and small.fields["name"][1] == big.fields["name"][1]
 
 
 def test_kallsyms_symbolize_and_duplicates():
@@ -143,7 +146,7 @@ def test_decode_names_the_api_from_the_stack_for_tracepoint_records():
         1: [0xFFFFFFFF81000020, 0xFFFFFFFF81001004, 0xFFFFFFFF81002125],
         2: [0xFFFFFFFF81000020, 0xFFFFFFFF81003043],
     }
-    ev = np.zeros(2, dtype=DTYPE)
+    ev = np.zeros(2, dtype=event_dtype(stacks=True))
     ev["stack_id"] = [1, 2]
     ev["api"] = 0x8000  # name it from the stack; fallback index 0
     ev["ts"] = [1, 2]
@@ -159,7 +162,9 @@ def test_decode_names_the_api_from_the_stack_for_tracepoint_records():
 def test_drain_batches_bounded_and_trace_reads_back(tmp_path):
     source = SyntheticSource(total=50_000, chunk=1000)
     # a flush at least every 4 chunks' worth of bytes: many spool batches
-    _meta, rows, out = drain_to(tmp_path, source, max_buffer=4 * 1000 * DTYPE.itemsize)
+    _meta, rows, out = drain_to(
+        tmp_path, source, max_buffer=4 * 1000 * event_dtype(stacks=True).itemsize
+    )
     assert rows == 50_000
     trace = read_trace(out)
     assert trace.num_events == 50_000

@@ -86,8 +86,9 @@ def _compile(fentry: bool, **opts):
     headers = headers_or_skip()
     syms = Kallsyms.load()
     targets = discover(syms, Btf.load())
-    text, attach = program.lock_program(targets, fentry=fentry)
-    flags = program.cflags(program.Options(**opts), targets)
+    options = program.Options(**opts)
+    text, attach = program.lock_program(targets, options, fentry=fentry)
+    flags = program.cflags(options, targets)
     return bcc, bpf.load(bcc, text, flags, headers), attach
 
 
