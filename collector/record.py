@@ -129,15 +129,27 @@ class StopFlag:
         )
 
 
-def status_line(p: Progress) -> None:
-    """Rewrite the live status line on a terminal."""
-    secs = p.elapsed_ns / 1e9
-    rate = p.events / secs if secs else 0.0
-    sys.stderr.write(
-        f"\r\033[Krecording {secs:6.1f} s  {fmt_count(p.events)} events  "
-        f"{rate:,.0f}/s  lost {fmt_count(p.lost)}  spool {p.spool_bytes / 1e6:.1f} MB"
-    )
-    sys.stderr.flush()
+class Status:
+    """The live status line: rewritten in place on a terminal, else a line every 10 s."""
+
+    def __init__(self, tty: bool, every: float = 10.0) -> None:
+        self.tty = tty
+        self.every = every
+        self._next = time.monotonic() + every
+
+    def __call__(self, p: Progress) -> None:
+        if not self.tty:
+            if time.monotonic() < self._next:
+                return
+            self._next += self.every
+        secs = p.elapsed_ns / 1e9
+        rate = p.events / secs if secs else 0.0
+        text = (
+            f"recording {secs:6.1f} s  {fmt_count(p.events)} events  {rate:,.0f}/s  "
+            f"lost {fmt_count(p.lost)}  spool {p.spool_bytes / 1e6:.1f} MB"
+        )
+        sys.stderr.write(f"\r\033[K{text}" if self.tty else f"lktrace: {text}\n")
+        sys.stderr.flush()
 
 
 def record(req: RecordRequest) -> tuple[TraceMeta, int]:
@@ -263,7 +275,7 @@ def run_recording(
     old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
     try:
-        rec.drain.run(stop, status_line if tty else None)
+        rec.drain.run(stop, Status(tty))
     except BaseException:
         rec.close()
         raise
