@@ -94,15 +94,16 @@ static __always_inline u8 classify(u64 lock, char *name)
     return KIND_DEVICE;
 }
 
-// Capture the call site: a stack id, or the first frames when stacks are off.
+// Capture the call site: a stack id, or the first frames (stacks off, or no stack id).
 static __always_inline void capture(void *ctx, struct pending *p)
 {
+    p->stack_id = -1;
 #if STACKS
     p->stack_id = stacks.get_stackid(ctx, 0);
-#else
-    p->stack_id = -1;
-    bpf_get_stack(ctx, p->ips, sizeof(p->ips), 0);
+    if (p->stack_id >= 0)
+        return;  // else (a hash bucket taken by another stack) keep the first frames
 #endif
+    bpf_get_stack(ctx, p->ips, sizeof(p->ips), 0);
 }
 
 static __always_inline void emit(void *ctx, u8 event, u16 api, u64 lock, u64 ts,
@@ -124,9 +125,8 @@ static __always_inline void emit(void *ctx, u8 event, u16 api, u64 lock, u64 ts,
     ev->event = event;
     ev->kind = kind;
     bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-#if !STACKS
-    __builtin_memcpy(ev->ips, site->ips, sizeof(ev->ips));
-#endif
+    if (site->stack_id < 0)
+        __builtin_memcpy(ev->ips, site->ips, sizeof(ev->ips));
     if (kind == KIND_DEVICE)
         classify(lock, ev->name);
 #if RINGBUF
