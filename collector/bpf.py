@@ -64,6 +64,11 @@ def kprobes_available() -> bool:
     return KPROBE_PMU.exists() or (TRACEFS / "kprobe_events").exists()
 
 
+def fentry_supported() -> bool:
+    """Whether BCC sees BTF trampolines (fentry/fexit) on this kernel."""
+    return bool(import_bcc().BPF.support_kfunc())
+
+
 def mount_tracefs() -> None:
     """Mount tracefs at /sys/kernel/tracing unless it is already there."""
     if (TRACEFS / "events").is_dir():

@@ -98,7 +98,7 @@ class Decoder:
 
     def __init__(
         self, syms: Kallsyms, apis: Sequence[str], stack_lookup: StackLookup | None
-    ) -> None:  # stack_lookup None: stacks are off
+    ) -> None:
         self.syms = syms
         self.stack_lookup = stack_lookup
         self.dtype = event_dtype(stacks=stack_lookup is not None)
@@ -131,8 +131,7 @@ class Decoder:
         addrs = self.stack_lookup(key) if from_map else [a for a in frames.tolist() if a]
         names = _clean(self.syms.symbolize(addrs) if len(addrs) else [])
         funcs = [n.partition("+")[0] for n in names]
-        first = 0
-        top, below = None, first
+        top, below = None, 0
         while below < len(funcs) and funcs[below].startswith(LOCK_INTERNAL_PREFIXES):
             if funcs[below] in STACK_APIS:
                 top = below  # the outermost lock API function seen
@@ -141,7 +140,7 @@ class Decoder:
             top, below = below, below + 1  # e.g. pci_lock_rescan_remove around mutex_lock
         api = self._intern(funcs[top]) if top is not None else -1
         wrapped = int(top is not None and funcs[top] in WRAPPER_NAMES)
-        start = first if top is None else top
+        start = 0 if top is None else top
         caller = names[below] if below < len(names) else "?"
         caller_func = caller.partition("+")[0]
         sid = -1

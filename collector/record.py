@@ -71,7 +71,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         comm=req.comm,
         ringbuf=targets.ringbuf,
     )
-    layout_free = {"mutex", "bus", "name", "bus_name"} <= targets.offsets.keys()
+    layout_free = targets.device_offsets_known
     headers = bpf.find_headers(os.uname().release, layout_free)
     extra = {
         "headers": headers.note,
@@ -86,7 +86,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         ), targets
     extra |= {"releases": "yes", "scope": req.scope}
     want_fentry = req.backend == "fentry" or (
-        req.backend == "auto" and fentry_possible(targets, btf) and bcc_kfunc(bpf)
+        req.backend == "auto" and fentry_possible(targets, btf) and bpf.fentry_supported()
     )
     if want_fentry:
         try:
@@ -103,11 +103,6 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         )
     source, probes = bpf.open_lock_probes(targets, opts, headers, fentry=False)
     return Opened(source, "kprobe", probes, extra), targets
-
-
-def bcc_kfunc(bpf_module: object) -> bool:
-    """Whether BCC sees BTF trampolines on this kernel."""
-    return bool(bpf_module.import_bcc().BPF.support_kfunc())
 
 
 class StopFlag:

@@ -47,7 +47,7 @@ def cflags(opts: Options, targets: Targets) -> list[str]:
     if opts.comm:
         flags.append(f'-DFILTER_COMM="{opts.comm[:15]}"')
     off = targets.offsets
-    if {"mutex", "bus", "name", "bus_name"} <= off.keys():
+    if targets.device_offsets_known:
         flags += [
             f"-DDEV_MUTEX_OFF={off['mutex']}",
             f"-DDEV_BUS_OFF={off['bus']}",

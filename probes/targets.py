@@ -165,6 +165,11 @@ class Targets:
     def probes(self) -> list[str]:
         return [a.name for a in self.apis] + self.scope
 
+    @property
+    def device_offsets_known(self) -> bool:
+        """Whether BTF gave every struct offset the BPF program reads."""
+        return set(DEVICE_MEMBERS) <= self.offsets.keys()
+
 
 def kernel_release_tuple(release: str | None = None) -> tuple[int, int]:
     """``(major, minor)`` of ``uname -r``."""
