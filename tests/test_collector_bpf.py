@@ -234,7 +234,7 @@ def test_tracepoint_backend_records_real_contention(tmp_path):
     assert {r["lock_class"] for r in pipe} <= {"mutex@pipe_write", "mutex@anon_pipe_write"}
     assert len({r["lock_addr"] for r in pipe}) == 1  # the one pipe's mutex
     frames = trace.stack(pipe[0]["stack_id"])
-    assert "pipe_write" in frames[1] and frames[0].startswith("__mutex_lock")
+    assert "pipe_write" in frames[1] and "mutex_lock" in frames[0]
     assert not spool_path(out).exists()
     analyzed = run_cli("analyze", str(out), cwd=tmp_path)
     assert analyzed.returncode in (0, 1), analyzed.stderr
