@@ -351,3 +351,16 @@ def test_synthetic_functions_cover_the_stacks():
 def test_record_request_defaults():
     req = RecordRequest(output=Path("x"))
     assert (req.scope, req.stacks, req.backend) == ("pci", True, "auto")
+
+
+def test_reading_traces_never_imports_bcc(tmp_path):
+    _, _, out = drain_to(tmp_path, SyntheticSource(total=100, chunk=100))
+    code = (
+        "import sys; from lktrace.cli import app; "
+        f"sys.argv = ['lktrace', 'info', {str(out)!r}]\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "assert 'bcc' not in sys.modules, 'bcc imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "100" in done.stdout
