@@ -170,25 +170,24 @@ class Decoder:
         comm = _fixed_strings(ev["comm"], "")
         if order is not None:
             comm = comm.take(pa.array(order))
-        frames = col("ips")
-        # a call site is its kernel stack id, or (no stack) a 64-bit mix of its frames
-        # with the top bit set, so the two never meet
-        mixed = np.full(n, np.uint64(1 << 63))
-        with np.errstate(over="ignore"):
-            for i in range(frames.shape[1]):
-                mixed += frames[:, i] * np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64)
-        mixed |= np.uint64(1 << 63)
-        keys = mixed.view(np.int64)
+        # a call site is its kernel stack id, or (no stack) a mix of its frames
         if self.stack_lookup is not None:
-            sid = col("stack_id")
-            self.stack_errors += int((sid < 0).sum())
-            keys = np.where(sid >= 0, sid, keys)
+            keys = col("stack_id").astype(np.int64)
+            bad = np.flatnonzero(keys < 0)
+            self.stack_errors += len(bad)
+        else:
+            keys = np.empty(n, dtype=np.int64)
+            bad = np.arange(n)
+        if len(bad):
+            keys[bad] = _mix(ev["ips"][bad if order is None else order[bad]])
         enc = pc.dictionary_encode(pa.array(keys))
         inv = enc.indices.to_numpy()
         uniq = enc.dictionary.to_pylist()
         first = np.empty(len(uniq), dtype=np.int64)
         first[inv] = np.arange(n)  # any row of each key will do: same site
-        per_site = [self._site(k, frames[first[i]]) for i, k in enumerate(uniq)]
+        if order is not None:
+            first = order[first]
+        per_site = [self._site(k, ev["ips"][first[i]]) for i, k in enumerate(uniq)]
         sites = np.array(per_site, dtype=np.int32).reshape(-1, 5)
         stack_id, caller, site_class, site_api, wrapped = (sites[:, i][inv] for i in range(5))
 
@@ -226,6 +225,15 @@ class Decoder:
             },
             schema=SCHEMA,
         )
+
+
+def _mix(frames: np.ndarray) -> np.ndarray:
+    """One 64-bit key per row of frames, top bit set so it never equals a stack id."""
+    keys = np.zeros(len(frames), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(frames.shape[1]):
+            keys += frames[:, i] * np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64)
+    return (keys | np.uint64(1 << 63)).view(np.int64)
 
 
 def _clean(names: list[str]) -> list[str]:
