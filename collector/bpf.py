@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import subprocess
 import sys
@@ -194,9 +195,10 @@ class BccSource:
 
     def _lookup(self, stack_id: int) -> list[int]:
         try:
-            return list(self._stacks.walk(stack_id))
+            frames = self._stacks[self._stacks.Key(stack_id)].ip
         except KeyError:
             return []
+        return list(itertools.takewhile(bool, frames))
 
     def poll(self, timeout_ms: int) -> None:
         self._poll(timeout_ms)

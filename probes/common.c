@@ -3,9 +3,10 @@
 // lktrace.probes.program): the event record, the output buffer, filters, device_lock
 // recognition, call-site capture and emission.
 //
-// Macros: NIPS, NAME_LEN (with the struct), STACKS, RINGBUF, RINGBUF_PAGES, FILTER_PID,
-// FILTER_COMM (a string literal, optional), DEV_MUTEX_OFF, DEV_BUS_OFF, DEV_NAME_OFF,
-// BUS_NAME_OFF, PCI_BUS_TYPE (0 when the symbol is unknown: compare the bus name).
+// Macros: NIPS, NAME_LEN (with the struct), STACKS, STACK_DEPTH, STACK_BUCKETS, RINGBUF,
+// RINGBUF_PAGES, FILTER_PID, FILTER_COMM (a string literal, optional), DEV_MUTEX_OFF,
+// DEV_BUS_OFF, DEV_NAME_OFF, BUS_NAME_OFF, PCI_BUS_TYPE (0 when the symbol is unknown:
+// compare the bus name).
 #include <uapi/linux/ptrace.h>
 
 @EVENT_STRUCT@
@@ -36,7 +37,12 @@ struct pending {
 BPF_PERCPU_ARRAY(counters, u64, NCOUNTERS);
 BPF_PERCPU_ARRAY(scratch, struct event, 1);
 #if STACKS
-BPF_STACK_TRACE(stacks, 16384);
+// Shallower and more numerous than BCC's BPF_STACK_TRACE (127 frames): a stack whose hash
+// bucket is taken is refused (-EEXIST), so buckets matter more than depth here.
+struct stack {
+    u64 ip[STACK_DEPTH];
+};
+BPF_TABLE("stacktrace", int, struct stack, stacks, STACK_BUCKETS);
 #endif
 #if RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
