@@ -17,7 +17,7 @@ from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
-from lktrace.collector.spool import SPOOL_SUFFIX, SpoolWriter, convert, spool_path
+from lktrace.collector.spool import EVENTS_FILE, SPOOL_SUFFIX, SpoolWriter, convert, spool_path
 from lktrace.collector.stream import TraceStream
 from lktrace.console import fmt_count
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
@@ -306,6 +306,8 @@ def finish_spool(spool_dir: Path, out: Path, force: bool) -> tuple[TraceMeta, in
 
 def recover(spool_dir: Path, out: Path | None, force: bool) -> tuple[TraceMeta, int, Path]:
     """``lktrace recover``: the trace a killed recording left in its spool."""
+    if not (spool_dir / EVENTS_FILE).is_file():
+        raise CollectorError(f"{spool_dir}: not a spool directory (no {EVENTS_FILE})")
     if out is None:
         if spool_dir.name.endswith(SPOOL_SUFFIX):
             out = spool_dir.with_name(spool_dir.name[: -len(SPOOL_SUFFIX)])

@@ -341,8 +341,10 @@ def test_unwritable_output_is_one_clear_error(tmp_path):
 
 
 def test_recover_needs_a_spool(tmp_path):
-    with pytest.raises(TraceError, match="not a spool"):
+    with pytest.raises(CollectorError, match="not a spool"):
         recover(tmp_path, tmp_path / "x.parquet", force=False)
+    with pytest.raises(CollectorError, match="not a spool"):
+        recover(tmp_path / "missing.parquet.spool", None, force=False)
 
 
 def test_synthetic_functions_cover_the_stacks():
