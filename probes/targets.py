@@ -26,6 +26,8 @@ class Ret(IntEnum):
 
 
 class Role(IntEnum):
+    """What a probed function does to its lock."""
+
     LOCK = 0
     UNLOCK = 1
     WRAP_LOCK = 2  # a function that wraps one global mutex (pci_lock_rescan_remove)
@@ -136,8 +138,8 @@ SCOPE_FUNCTIONS = (
 )
 
 # struct device members read in BPF (include/linux/device.h): the mutex behind
-# device_lock(), the bus pointer and the kobject name; unchanged in layout role since
-# v2.6.16 (dev->mutex replaced dev->sem in v2.6.35), offsets vary with config.
+# device_lock() (dev->mutex since v2.6.35, a semaphore before), the bus pointer and the
+# kobject name. Their offsets vary with version and config: taken from BTF.
 DEVICE_MEMBERS = {
     "mutex": ("device", "mutex"),
     "bus": ("device", "bus"),
