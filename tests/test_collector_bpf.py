@@ -40,7 +40,12 @@ for t in threads:
     t.join()
 """
 
-root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
+
+def root(test):
+    """A test that needs root and this kernel's BPF (marker ``root``)."""
+    return pytest.mark.root(pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")(test))
+
+
 needs_btf = pytest.mark.skipif(not VMLINUX_BTF.exists(), reason="kernel has no BTF")
 
 
