@@ -168,6 +168,12 @@ def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     if opened.backend != "tracepoint":
         extra["missing_probes"] = json.dumps(targets.missing)
     meta = start_meta(req, opened.backend, opened.probes, extra)
+    print(
+        f"lktrace: recording with {opened.backend} ({len(opened.probes)} probes, "
+        f"{extra['buffer']}) into {req.output}; Ctrl-C or SIGTERM stops",
+        file=sys.stderr,
+        flush=True,
+    )
     return run_recording(opened.source, syms, meta, work, req)
 
 
