@@ -74,8 +74,8 @@ def analyze(
 
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
-    if fmt not in ("text", "json"):
-        raise UsageError(f"--format must be text or json, not {fmt!r}")
+    if fmt not in ("text", "json", "dot"):
+        raise UsageError(f"--format must be text, json or dot, not {fmt!r}")
     opts = Options(
         level=level,
         max_depth=max_depth,
@@ -86,12 +86,60 @@ def analyze(
         since_s=since,
         until_s=until,
     )
-    result = run([read_trace(p) for p in expand_traces(traces)], opts)
+    loaded = [read_trace(p) for p in expand_traces(traces)]
+    if fmt == "dot":
+        from lktrace.replay.dot import analyze_dot
+
+        text, result = analyze_dot(loaded, opts)
+        typer.echo(text, nl=False)
+        raise typer.Exit(1 if result.problems else 0)
+    result = run(loaded, opts)
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         render(result, out)
     raise typer.Exit(1 if result.problems else 0)
+
+
+@app.command()
+def report(
+    traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+    level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
+    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+) -> None:
+    """Write one self-contained HTML page: header, lock graph, findings with timelines."""
+    from lktrace.replay.analyze import LEVELS, Options
+    from lktrace.replay.report import analyse, render_html, write_html
+
+    if level not in LEVELS:
+        raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
+    page = analyse(
+        [read_trace(p) for p in expand_traces(traces)], Options(level=level, max_depth=max_depth)
+    )
+    path = write_html(output, render_html(page))
+    a = page.analysis
+    out.print(
+        f"wrote {path} ({path.stat().st_size // 1024} KiB): {len(a.deadlocks)} deadlock(s), "
+        f"{len(a.inversions)} inversion(s), {len(a.anomalies)} anomal(ies)"
+    )
+
+
+@app.command()
+def export(
+    trace: TraceArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    perfetto: Annotated[
+        bool, typer.Option("--perfetto", help="Chrome JSON trace events (ui.perfetto.dev).")
+    ] = False,
+) -> None:
+    """Convert a trace for another viewer."""
+    if not perfetto:
+        raise UsageError("choose an export format: --perfetto")
+    from lktrace.replay.perfetto import export_perfetto
+
+    n = export_perfetto(read_trace(trace), output)
+    out.print(f"wrote {output}: {n:,} trace events")
 
 
 def main() -> None:

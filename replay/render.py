@@ -72,19 +72,19 @@ def _deadlock(console: Console, n: int, d: Deadlock) -> None:
         w = t.waits_for
         console.print(
             f"  [bold]{escape(t.comm)}/{t.tid}[/] waits since {stamp(w.since_ns)} for "
-            f"[bold]{escape(_lock(w.lock_class, w.lock_name))}[/] at {escape(w.caller)}, "
+            f"[bold]{escape(lock_label(w.lock_class, w.lock_name))}[/] at {escape(w.caller)}, "
             f"held by task {t.waits_on_tid}"
         )
         for h in t.holds:
             console.print(
-                f"    holds {escape(_lock(h.lock_class, h.lock_name))} since "
+                f"    holds {escape(lock_label(h.lock_class, h.lock_name))} since "
                 f"{stamp(h.since_ns)}, taken at {escape(h.caller)}"
             )
     for t in d.tasks:
         _stack(console, f"{t.comm}/{t.tid} is waiting at:", t.waits_for.stack, "  ")
 
 
-def _lock(lock_class: str, lock_name: str) -> str:
+def lock_label(lock_class: str, lock_name: str) -> str:
     return lock_class if lock_class == lock_name else f"{lock_class} {lock_name}"
 
 
@@ -109,15 +109,17 @@ def _inversion(console: Console, title: str, inv: Inversion) -> None:
         _witness(console, w)
 
 
-def _scenario(console: Console, edges: list[Witness]) -> None:
-    """Lockdep's "possible unsafe locking scenario" for an AB-BA pair."""
+def scenario_rows(edges: list[Witness]) -> list[tuple[str, str]]:
+    """Lockdep's "possible unsafe locking scenario" for an AB-BA pair: (CPU0, CPU1) lines."""
     first, second = edges
-    lines = [
-        (f"lock({_lock(first.src_class, first.src_name)});", ""),
-        ("", f"lock({_lock(second.src_class, second.src_name)});"),
-        ("", f"lock({_lock(first.src_class, first.src_name)});"),
-        (f"lock({_lock(second.src_class, second.src_name)});", ""),
-    ]
+    a = f"lock({lock_label(first.src_class, first.src_name)});"
+    b = f"lock({lock_label(second.src_class, second.src_name)});"
+    return [(a, ""), ("", b), ("", a), (b, "")]
+
+
+def _scenario(console: Console, edges: list[Witness]) -> None:
+    first, second = edges
+    lines = scenario_rows(edges)
     console.print("\n  Possible unsafe locking scenario:\n")
     console.print(f"        {'CPU0':<{COLUMN}}CPU1")
     console.print(f"        {'----':<{COLUMN}}----")
@@ -136,15 +138,15 @@ def _witness(console: Console, w: Witness) -> None:
         f"\n  [bold]{escape(w.src)} -> {escape(w.dst)}[/]: {escape(w.comm)}/{w.tid} at "
         f"{stamp(w.ts_ns)}" + (f" [dim]({escape(w.file)})[/]" if w.file else "")
     )
-    _stack(console, f"attempted {_lock(w.dst_class, w.dst_name)} at:", w.stack)
-    _stack(console, f"while holding {_lock(w.src_class, w.src_name)}, taken at:", w.held_stack)
+    _stack(console, f"attempted {lock_label(w.dst_class, w.dst_name)} at:", w.stack)
+    _stack(console, f"while holding {lock_label(w.src_class, w.src_name)}, taken at:", w.held_stack)
 
 
 def _anomaly(console: Console, an: Anomaly) -> None:
     style = "bold red" if an.kind in ERROR_KINDS else "bold yellow"
     console.print(
         f"\n[{style}]{an.kind.upper()}[/]: {escape(an.comm)}/{an.tid} on "
-        f"[bold]{escape(_lock(an.lock_class, an.lock_name))}[/] at {stamp(an.ts_ns)}: "
+        f"[bold]{escape(lock_label(an.lock_class, an.lock_name))}[/] at {stamp(an.ts_ns)}: "
         f"{escape(an.detail)}"
     )
     _stack(console, "at:", an.stack)
