@@ -265,9 +265,9 @@ def write_scale(
 ) -> Path:
     """Generate the scale trace into ``path``, one row group per chunk of events."""
     if tasks < 2:
-        raise ValueError("scale needs at least 2 tasks")
+        raise ValueError("needs at least 2 tasks")
     if not 8 <= locks <= MAX_LOCKS:
-        raise ValueError(f"scale takes 8 to {MAX_LOCKS} locks")
+        raise ValueError(f"takes 8 to {MAX_LOCKS} locks")
     if inversions < 0 or events < 64 + 16 * inversions:
         raise ValueError(f"{inversions} inversions need at least {64 + 16 * inversions} events")
     s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions)
