@@ -61,7 +61,7 @@ def simulate(name: str, path: str | Path, seed: int = 0, **params: int) -> Path:
     """Write scenario ``name`` with ``seed`` to ``path``; same seed, same file."""
     scenario = SCENARIOS.get(name)
     if scenario is None:
-        raise SimError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+        raise SimError(f"unknown scenario {name!r}; 'lktrace simulate --list' lists them")
     unknown = sorted(set(params) - set(scenario.params))
     if unknown:
         takes = ", ".join("--" + p for p in scenario.params) or "no parameters"
