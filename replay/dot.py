@@ -52,8 +52,8 @@ def _cycle_edges(inversions: list[Inversion], level: str) -> dict[tuple[str, str
 def lock_graph(run: Run, analysis: Analysis, level: str, max_edges: int | None = None) -> LockGraph:
     """The ordering graph at ``level``; with ``max_edges``, the part around the cycles.
 
-    Trimming keeps every edge between nodes on a cycle, then edges touching
-    those nodes, then the most frequent others, up to ``max_edges``.
+    Trimming keeps the edges of inversions first, then of guarded cycles, then
+    edges between their nodes, edges touching them, and the most frequent others.
     """
     graph = run.graphs[level]
     inverted = _cycle_edges(analysis.inversions, level)
@@ -75,7 +75,7 @@ def lock_graph(run: Run, analysis: Analysis, level: str, max_edges: int | None =
 
         def rank(e: Edge) -> tuple:
             both, one = e.src in hot and e.dst in hot, e.src in hot or e.dst in hot
-            return (not both, not one, -e.count)
+            return (e.style != "inverted", not e.style, not both, not one, -e.count)
 
         edges = sorted(edges, key=rank)[:max_edges]
     nodes = {n for e in edges for n in (e.src, e.dst)}
@@ -90,7 +90,7 @@ def to_dot(g: LockGraph) -> str:
     """DOT text for ``g``: top-down, one node per lock (class or instance)."""
     lines = [
         f"digraph {_quote('lock order (' + g.level + ')')} {{",
-        "  rankdir=TB;",
+        '  rankdir=TB; pack=true; packmode="array_u";',
         '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", '
         'fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9, color="#616161"];',

@@ -32,7 +32,7 @@ from lktrace.trace import Trace, TraceError
 
 #: Added to a tid for its overlapping-holds track (above any pid_max).
 OVERLAP_TID = 1 << 30
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 
 def _json_values(values: list[str]) -> pa.Array:

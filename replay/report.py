@@ -30,7 +30,7 @@ from lktrace.replay.render import lock_label, scenario_rows, stamp
 from lktrace.replay.timeline import Mark, Timelines
 from lktrace.trace import Trace, TraceError
 
-MAX_GRAPH_EDGES = 80
+MAX_GRAPH_EDGES = 60
 MAX_CARDS = 40  # findings drawn with a timeline; the rest are listed
 MAX_ROWS = 500
 PALETTE = ("#1e88e5", "#f4511e", "#8e24aa", "#43a047", "#fb8c00", "#00897b", "#6d4c41")

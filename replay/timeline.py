@@ -86,7 +86,7 @@ class Timelines:
         marks: list[Mark],
         colour: Callable[[str, str], str | None],
         uid: str,
-        max_bars: int = 300,
+        max_bars: int = 40,
     ) -> str:
         """Lanes for ``tasks`` over ``window`` (relative ns); ``colour(class, name)`` picks
         the colour of the locks that matter to the finding (None: grey)."""
