@@ -18,6 +18,7 @@ from lktrace.trace import Trace
 
 RED = "#c62828"
 GREEN = "#2e7d32"
+PACK_ABOVE = 30  # edges; see to_dot
 
 
 def function(caller: str) -> str:
@@ -90,11 +91,15 @@ def to_dot(g: LockGraph) -> str:
     """DOT text for ``g``: top-down, one node per lock (class or instance)."""
     lines = [
         f"digraph {_quote('lock order (' + g.level + ')')} {{",
-        '  rankdir=TB; pack=true; packmode="array_u";',
+        "  rankdir=TB;",
         '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", '
         'fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9, color="#616161"];',
     ]
+    if len(g.edges) > PACK_ABOVE:
+        # side by side, a big graph's components make a page-wide strip; Graphviz
+        # 2.43 drops edge labels when packing, which a graph this size can spare
+        lines.append('  pack=true; packmode="array_u";')
     colour = {"inverted": RED, "guarded": GREEN}
     for n, label in g.labels.items():
         extra = ""

@@ -159,7 +159,6 @@ def _events(ev: Events, rp: Replay) -> Iterator[pa.Array]:
     for lo in range(0, len(h.task), CHUNK):
         sl = slice(lo, lo + CHUNK)
         yield _slices(
-            "X",
             names.take(ev.inst_name[h.inst[sl]]),
             classes.take(h.cls[sl]),
             start[sl] - t0,
@@ -167,42 +166,47 @@ def _events(ev: Events, rp: Replay) -> Iterator[pa.Array]:
             pids[h.task[sl]],
             track_tid[sl],
             callers.take(caller[sl]),
-            ',"args":{"depth":',
+            "depth",
             _num(tracks.level[sl]),
         )
         waited = np.flatnonzero(h.attempt_ts[sl] < h.acquired_ts[sl]) + lo
         yield _slices(
-            "X",
-            _join('"wait ', pc.utf8_slice_codeunits(names.take(ev.inst_name[h.inst[waited]]), 1)),
+            _prefixed("wait ", names.take(ev.inst_name[h.inst[waited]])),
             classes.take(h.cls[waited]),
             h.attempt_ts[waited] - t0,
             h.acquired_ts[waited] - h.attempt_ts[waited],
             pids[h.task[waited]],
             tids[h.task[waited]],
             callers.take(caller[waited]),
-            ',"args":{"wait":',
+            "wait",
             pa.array(np.full(len(waited), "true")),
         )
     yield from _pending(ev, rp, names, classes, callers, pids, tids, t0)
     yield from _flows(ev, rp, tracks, pids, tids, t0)
 
 
-def _slices(ph, name, cat, ts, dur, pid, tid, caller, args_head, args_first) -> pa.Array:
+def _place(ts: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> list:
+    """The ``ts``, ``pid`` and ``tid`` members of an event, as parts for :func:`_join`."""
+    return [',"ts":', _us(ts), ',"pid":', _num(pid), ',"tid":', _num(tid)]
+
+
+def _prefixed(prefix: str, literals: pa.Array) -> pa.Array:
+    """JSON string literals with ``prefix`` put inside the quotes."""
+    return _join(f'"{prefix}', pc.utf8_slice_codeunits(literals, 1))
+
+
+def _slices(name, cat, ts, dur, pid, tid, caller, arg: str, value) -> pa.Array:
+    """Complete events with ``args`` {``arg``: ``value``, ``caller``: ``caller``}."""
     return _join(
-        f'{{"ph":"{ph}","name":',
+        '{"ph":"X","name":',
         name,
         ',"cat":',
         cat,
-        ',"ts":',
-        _us(ts),
+        *_place(ts, pid, tid),
         ',"dur":',
         _us(dur),
-        ',"pid":',
-        _num(pid),
-        ',"tid":',
-        _num(tid),
-        args_head,
-        args_first,
+        f',"args":{{"{arg}":',
+        value,
         ',"caller":',
         caller,
         "}}",
@@ -217,28 +221,22 @@ def _pending(ev, rp, names, classes, callers, pids, tids, t0) -> Iterator[pa.Arr
     name = names.take(ev.inst_name[ev.inst[p]])
     end = rp.file_end_ts[ev.file[p]]
     yield _slices(
-        "X",
-        _join('"wait ', pc.utf8_slice_codeunits(name, 1)),
+        _prefixed("wait ", name),
         classes.take(ev.cls[p]),
         ev.ts[p] - t0,
         end - ev.ts[p],
         pids[ev.task[p]],
         tids[ev.task[p]],
         callers.take(ev.caller[p]),
-        ',"args":{"wait":',
+        "wait",
         pa.array(np.full(len(p), "true")),
     )
     yield _join(
-        '{"ph":"i","s":"t","name":"never granted: ',
-        pc.utf8_slice_codeunits(name, 1),
+        '{"ph":"i","s":"t","name":',
+        _prefixed("never granted: ", name),
         ',"cat":',
         classes.take(ev.cls[p]),
-        ',"ts":',
-        _us(ev.ts[p] - t0),
-        ',"pid":',
-        _num(pids[ev.task[p]]),
-        ',"tid":',
-        _num(tids[ev.task[p]]),
+        *_place(ev.ts[p] - t0, pids[ev.task[p]], tids[ev.task[p]]),
         ',"args":{"caller":',
         callers.take(ev.caller[p]),
         "}}",
@@ -300,11 +298,6 @@ def _flows(ev, rp, tracks: _Tracks, pids, tids, t0) -> Iterator[pa.Array]:
         yield _join(
             f'{{"ph":"{ph}","name":"unblocks","cat":"lock","id":',
             ids,
-            ',"ts":',
-            _us(ts - t0),
-            ',"pid":',
-            _num(pid),
-            ',"tid":',
-            _num(tid),
+            *_place(ts - t0, pid, tid),
             extra + "}",
         )

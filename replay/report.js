@@ -1,8 +1,8 @@
 // lktrace report: fold or unfold every stack at once; mark the page as scripted.
 (function () {
   "use strict";
-  var main = document.querySelector("main");
-  if (main && document.querySelector("details")) {
+  var header = document.querySelector("header");
+  if (header && document.querySelector("details")) {
     var tools = document.createElement("div");
     tools.className = "tools";
     [["Show all stacks", true], ["Hide all stacks", false]].forEach(function (b) {
@@ -14,7 +14,7 @@
       });
       tools.appendChild(button);
     });
-    main.insertBefore(tools, main.firstChild);
+    header.insertBefore(tools, header.firstChild);
   }
   document.documentElement.setAttribute("data-ready", "1");
 })();

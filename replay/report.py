@@ -83,8 +83,11 @@ def render_html(page: Page) -> str:
     return _document(f"lktrace report: {page.label}", "\n".join(body))
 
 
-def render_diff_html(before: Page, after: Page) -> str:
-    """Two runs side by side (e.g. stock and patched kernel), findings marked gone/new/kept."""
+def render_diff_html(before: Page, after: Page, lines: Sequence[str] = ()) -> str:
+    """Two runs side by side (e.g. stock and patched kernel), findings marked gone/new/kept.
+
+    ``lines`` go under the title: e.g. the verdict and counts of ``lktrace diff``.
+    """
     keys = [{finding_key(f) for f in _all(p.analysis)} for p in (before, after)]
     status = [
         lambda f: "kept" if finding_key(f) in keys[1] else "gone",
@@ -107,7 +110,8 @@ def render_diff_html(before: Page, after: Page) -> str:
     )
     body = (
         f"<header><h1>lktrace diff</h1><p>{escape(before.label)} &rarr; "
-        f"{escape(after.label)}</p>{summary}</header>"
+        f"{escape(after.label)}</p>{''.join(f'<p>{escape(x)}</p>' for x in lines)}"
+        f"{summary}</header>"
         f'<main class="diff">{"".join(columns)}</main>'
     )
     return _document(f"lktrace diff: {before.label} vs {after.label}", body)
@@ -302,14 +306,13 @@ def _timeline(
     if not idx or not located:
         return ""
     spans = [tl.around(t, ts) for t, ts, _ in located]
-    window = (min(s[0] for s in spans), max(s[1] for s in spans))
     last = max(range(len(located)), key=lambda i: located[i][1])
     mark_objs = [
         Mark(ts, label, tl.file_of(t)) for i, (t, ts, label) in enumerate(located) if i != last
     ]
     t, ts, label = located[last]
     mark_objs.append(Mark(ts, f"{closing}: {label}" if closing else label, tl.file_of(t), True))
-    svg = tl.svg(idx, window, mark_objs, lambda c, n: colour.get(n) or colour.get(c), uid)
+    svg = tl.svg(idx, spans, mark_objs, lambda c, n: colour.get(n) or colour.get(c), uid)
     legend = "".join(
         f'<span class="key"><i style="background:{c}"></i>{escape(k)}</span>'
         for k, c in colour.items()

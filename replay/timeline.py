@@ -4,7 +4,9 @@ One lane per task; inside it, a bar per hold, stacked by how many locks the
 task already held, a hatched bar for the wait before each acquisition, and a
 hatched bar with a red edge for an attempt never granted.  Times are from
 the start of the task's trace, so tasks of several traces share an axis.
-Only the holds in the window are drawn, and at most ``max_bars`` per task.
+Only holds in the spans around the finding are drawn, at most ``max_bars``
+per task; spans far apart in time (two witnesses a second apart) each get
+their own stretch of axis, with a break between them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ ROW_H = 16
 LANE_PAD = 10
 TOP = 40  # mark labels: the closing one on the first row, others below
 AXIS_H = 26
+BREAK = 14  # px of axis for the time left out between two spans
 GREY = "#bdbdbd"
 
 
@@ -82,23 +85,26 @@ class Timelines:
     def svg(
         self,
         tasks: list[int],
-        window: tuple[int, int],
+        spans: list[tuple[int, int]],
         marks: list[Mark],
         colour: Callable[[str, str], str | None],
         uid: str,
         max_bars: int = 40,
     ) -> str:
-        """Lanes for ``tasks`` over ``window`` (relative ns); ``colour(class, name)`` picks
-        the colour of the locks that matter to the finding (None: grey)."""
-        lo, hi = window
-        pad = max((hi - lo) // 20, 500)
-        lo, hi = max(lo - pad, 0), hi + pad
-        scale = PLOT_W / (hi - lo)
+        """Lanes for ``tasks`` over ``spans`` (relative ns, one per thing to show);
+        ``colour(class, name)`` picks the colour of the locks that matter to the
+        finding (None: grey).  Spans far apart get their own stretch of axis."""
+        segs = segments(spans)
+        share = (PLOT_W - BREAK * (len(segs) - 1)) / len(segs)
+        t_pts = np.array([t for seg in segs for t in seg], np.float64)
+        x_pts = np.array(
+            [GUTTER + i * (share + BREAK) + k * share for i in range(len(segs)) for k in (0, 1)]
+        )
 
         def x(t: float) -> float:
-            return GUTTER + (min(max(t, lo), hi) - lo) * scale
+            return float(np.interp(t, t_pts, x_pts))
 
-        lanes = [self._lane(t, lo, hi, colour, max_bars) for t in tasks]
+        lanes = [self._lane(t, segs, colour, max_bars) for t in tasks]
         height = TOP + sum(lane[0] for lane in lanes) + AXIS_H
         width = GUTTER + PLOT_W + 20
         out = [
@@ -107,7 +113,9 @@ class Timelines:
             f'<defs><pattern id="{uid}-hatch" patternUnits="userSpaceOnUse" width="6" '
             f'height="6" patternTransform="rotate(45)"><rect width="6" height="6" '
             f'fill="#fff"/><line x1="0" y1="0" x2="0" y2="6" stroke="#616161" '
-            f'stroke-width="2"/></pattern></defs>',
+            f'stroke-width="2"/></pattern><pattern id="{uid}-gap" patternUnits="userSpaceOnUse" '
+            f'width="4" height="4"><rect width="4" height="4" fill="#eceff1"/><circle cx="2" '
+            f'cy="2" r="0.8" fill="#9e9e9e"/></pattern></defs>',
         ]
         y = TOP
         for task, (lane_h, bars) in zip(tasks, lanes, strict=True):
@@ -121,7 +129,15 @@ class Timelines:
                 out.append(b.svg(x, y, uid))
             out.append("</g>")
             y += lane_h
-        out.append(self._axis(x, lo, hi, y))
+        for i in range(1, len(segs)):  # a break in the axis between far-apart spans
+            xb = GUTTER + i * (share + BREAK) - BREAK
+            out.append(
+                f'<rect class="gap" x="{xb:.1f}" y="{TOP - 4}" width="{BREAK}" '
+                f'height="{y - TOP + 12}" fill="url(#{uid}-gap)"><title>'
+                f"{fmt_ns(segs[i][0] - segs[i - 1][1])} left out</title></rect>"
+            )
+        for seg in segs:
+            out.append(self._axis(x, *seg, y, len(segs)))
         for i, m in enumerate(sorted(marks, key=lambda m: m.strong)):
             t = m.ts - int(self.file_start[m.file])
             colour_m = "#c62828" if m.strong else "#424242"
@@ -140,11 +156,15 @@ class Timelines:
         out.append("</svg>")
         return "\n".join(out)
 
-    def _lane(self, task, lo, hi, colour, max_bars) -> tuple[int, list[_Bar]]:
+    def _lane(self, task, segs, colour, max_bars) -> tuple[int, list[_Bar]]:
         ev, h = self.run.ev, self.run.rp.holds
         base = int(self.file_start[self.file_of(task)])
         idx = self._holds(task)
-        idx = idx[(h.attempt_ts[idx] - base <= hi) & (h.released_ts[idx] - base >= lo)]
+        start, end = h.attempt_ts[idx] - base, h.released_ts[idx] - base
+        shown = np.zeros(len(idx), bool)
+        for lo, hi in segs:
+            shown |= (start <= hi) & (end >= lo)
+        idx = idx[shown]
         cls = [ev.classes[c] for c in h.cls[idx]]
         name = [ev.names[ev.inst_name[i]] for i in h.inst[idx]]
         fill = [colour(c, n) for c, n in zip(cls, name, strict=True)]
@@ -182,16 +202,17 @@ class Timelines:
         return levels * ROW_H + 2 * LANE_PAD, bars
 
     @staticmethod
-    def _axis(x, lo: int, hi: int, y: float) -> str:
-        span = hi - lo
-        step = 10 ** int(np.floor(np.log10(span / 5))) if span > 5 else 1
+    def _axis(x, lo: int, hi: int, y: float, parts: int) -> str:
+        span = max(hi - lo, 1)
+        most = max(7 // parts, 2)
+        step = 10 ** int(np.floor(np.log10(span / most))) if span > most else 1
         for mult in (1, 2, 5, 10):
-            if span / (step * mult) <= 7:
+            if span / (step * mult) <= most:
                 step *= mult
                 break
         ticks = range((lo + step - 1) // step * step, hi + 1, step)
         out = [
-            f'<g class="axis"><line x1="{GUTTER}" y1="{y}" x2="{GUTTER + PLOT_W}" y2="{y}" '
+            f'<g class="axis"><line x1="{x(lo):.1f}" y1="{y}" x2="{x(hi):.1f}" y2="{y}" '
             f'stroke="#9e9e9e"/>'
         ]
         for t in ticks:
@@ -201,6 +222,21 @@ class Timelines:
             )
         out.append("</g>")
         return "".join(out)
+
+
+def segments(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Padded ``spans``, merged unless the gap between them dwarfs what they show."""
+    padded = sorted((max(lo - max((hi - lo) // 10, 500), 0), hi + max((hi - lo) // 10, 500))
+                    for lo, hi in spans)  # fmt: skip
+    out = [padded[0]]
+    for lo, hi in padded[1:]:
+        last_lo, last_hi = out[-1]
+        shown = (last_hi - last_lo) + (hi - lo)
+        if lo - last_hi <= shown:
+            out[-1] = (last_lo, max(last_hi, hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 @dataclass

@@ -9,12 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import locked, unlocked
+from conftest import build_columns, locked, unlocked
 from typer.testing import CliRunner
 
 from lktrace.cli import app
 from lktrace.replay import dot
 from lktrace.replay.analyze import Options
+from lktrace.replay.dot import function
 from lktrace.replay.report import (
     MAX_CARDS,
     analyse,
@@ -23,8 +24,9 @@ from lktrace.replay.report import (
     render_html,
     write_html,
 )
+from lktrace.replay.timeline import segments
 from lktrace.sim import simulate
-from lktrace.trace import read_trace
+from lktrace.trace import TraceMeta, read_trace, write_trace
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -78,6 +80,8 @@ def test_graph_shows_the_cycle_in_red(tmp_path, renderer):
     for lock in inv.cycle:
         assert re.search(rf">\s*{re.escape(lock)}\s*</text>", graph)
     assert graph.count("#c62828") >= 4  # two edges and two nodes at least
+    for w in inv.edges:  # edges labelled with the function that took the second lock
+        assert re.search(rf">\s*{re.escape(function(w.caller))}\s*</text>", graph)
 
 
 def test_timeline_per_finding(tmp_path, renderer):
@@ -131,7 +135,8 @@ def test_cli_report(make_trace, tmp_path):
 
 def test_diff_page_marks_gone_new_and_kept(tmp_path):
     stock, patched = page_of(tmp_path, "stock-deadlock"), page_of(tmp_path, "patched")
-    html = render_diff_html(stock, patched)
+    html = render_diff_html(stock, patched, ["verdict: better"])
+    assert "<p>verdict: better</p>" in html
     assert html.count('<section class="column">') == 2
     gone = {finding_key(f) for f in stock.analysis.deadlocks}
     assert gone and not gone & {finding_key(f) for f in patched.analysis.deadlocks}
@@ -248,3 +253,31 @@ def test_screenshot_shows_graph_and_timeline(tmp_path, renderer):
             n for n, c in colours if all(abs(a - b) < 40 for a, b in zip(c, RED, strict=True))
         )
         assert red > 50  # the inverted edges / the closing mark and never-granted waits
+
+
+def test_segments_merge_near_spans_and_break_far_ones():
+    assert segments([(10_000, 20_000), (21_000, 30_000)]) == [(9_000, 30_900)]  # 10 % padding
+    far = segments([(10_000, 20_000), (5_000_000_000, 5_000_010_000)])
+    assert len(far) == 2 and far[0][1] < far[1][0]
+
+
+def test_witnesses_far_apart_get_an_axis_break(tmp_path):
+    rows = locked(1, "A") + locked(1, "B") + unlocked(1, "B") + unlocked(1, "A")
+    rows += locked(2, "B") + locked(2, "A") + unlocked(2, "A") + unlocked(2, "B")
+    cols = build_columns(rows)
+    cols["ts_ns"] = [
+        ts + (2_000_000_000 if tid == 2 else 0)
+        for ts, tid in zip(cols["ts_ns"], cols["tid"], strict=True)
+    ]
+    page = analyse([read_trace(write_trace(tmp_path / "far.parquet", cols, TraceMeta()))])
+    html = render_html(page)
+    [card] = re.findall(r"<article .*?</article>", html, re.S)
+    assert card.count('class="gap"') == 1 and "left out" in card
+    # both tasks' holds are drawn wide enough to see, each in its own stretch of axis
+    widths = [
+        float(w)
+        for w in re.findall(
+            r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)" height="13" rx="2"', card
+        )
+    ]
+    assert len(widths) == 4 and min(widths) > 50
