@@ -274,45 +274,49 @@ def _findings(page: Page, prefix: str, status: Callable | None = None) -> str:
     return "\n".join(cards)
 
 
+@dataclass
+class _Card:
+    """What a finding contributes to its card: text, and what its timeline points at."""
+
+    body: str
+    marks: list[tuple[tuple[str, int], int, str]]  # ((file, tid), ts, label); tasks in order
+    colour: dict[str, str]  # lock class or name -> colour
+    closing: str = ""  # how to label the latest mark
+
+
 def _card(page: Page, f: Finding, title: str, anchor: str, badge: str) -> str:
     if isinstance(f, Deadlock):
-        body, tasks, marks, colour = _deadlock(page, f)
-        closing = "deadlock"
+        card = _deadlock(f)
     elif isinstance(f, Inversion):
-        body, tasks, marks, colour = _inversion(page, f)
-        closing = "cycle closed"
+        card = _inversion(f)
     else:
-        body, tasks, marks, colour = _anomaly(page, f)
-        closing = ""
+        card = _anomaly(f)
     cls = "err" if _is_error(f) else "warn"
     return (
         f'<article class="finding {cls}" id="{anchor}"><h3>{escape(title)}{badge}</h3>'
-        f"{body}{_timeline(page, tasks, marks, colour, closing, anchor)}</article>"
+        f"{card.body}{_timeline(page, card, anchor)}</article>"
     )
 
 
-Colour = dict[str, str]  # lock class or name -> colour
-
-
-def _timeline(
-    page: Page, tasks: list[tuple[str, int]], marks, colour: Colour, closing: str, uid: str
-) -> str:
-    """Lanes for ``tasks`` around ``marks`` ((file, tid), ts, label); the latest mark is
-    the moment the cycle closed, labelled with ``closing``."""
+def _timeline(page: Page, card: _Card, uid: str) -> str:
+    """A lane per task named by the marks, around them; the latest mark is the moment
+    the cycle closed."""
     tl = page.timelines
-    idx = list(dict.fromkeys(t for t in (tl.task(f, tid) for f, tid in tasks) if t is not None))
-    located = [(tl.task(f, tid), ts, label) for (f, tid), ts, label in marks]
+    located = [(tl.task(f, tid), ts, label) for (f, tid), ts, label in card.marks]
     located = [m for m in located if m[0] is not None]
-    if not idx or not located:
+    if not located:
         return ""
+    tasks = list(dict.fromkeys(t for t, _, _ in located))
     spans = [tl.around(t, ts) for t, ts, _ in located]
     last = max(range(len(located)), key=lambda i: located[i][1])
-    mark_objs = [
+    marks = [
         Mark(ts, label, tl.file_of(t)) for i, (t, ts, label) in enumerate(located) if i != last
     ]
     t, ts, label = located[last]
-    mark_objs.append(Mark(ts, f"{closing}: {label}" if closing else label, tl.file_of(t), True))
-    svg = tl.svg(idx, spans, mark_objs, lambda c, n: colour.get(n) or colour.get(c), uid)
+    closing = f"{card.closing}: {label}" if card.closing else label
+    marks.append(Mark(ts, closing, tl.file_of(t), strong=True))
+    colour = card.colour
+    svg = tl.svg(tasks, spans, marks, lambda c, n: colour.get(n) or colour.get(c), uid)
     legend = "".join(
         f'<span class="key"><i style="background:{c}"></i>{escape(k)}</span>'
         for k, c in colour.items()
@@ -328,7 +332,7 @@ def _timeline(
     )
 
 
-def _palette(keys: list[str]) -> Colour:
+def _palette(keys: list[str]) -> dict[str, str]:
     return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
 
 
@@ -343,7 +347,7 @@ def _stacks(pairs: list[tuple[str, list[str]]], summary: str = "stacks") -> str:
     return f"<details><summary>{escape(summary)}</summary>{blocks}</details>"
 
 
-def _deadlock(page: Page, d: Deadlock):
+def _deadlock(d: Deadlock) -> _Card:
     rows = []
     for t in d.tasks:
         w = t.waits_for
@@ -370,15 +374,14 @@ def _deadlock(page: Page, d: Deadlock):
             for h in t.holds
         ]
     )
-    tasks = [(t.file, t.tid) for t in d.tasks]
     marks = [((t.file, t.tid), t.waits_for.since_ns, f"{t.comm}/{t.tid} waits") for t in d.tasks]
     colour = _palette(
         [t.waits_for.lock_name for t in d.tasks] + [h.lock_name for t in d.tasks for h in t.holds]
     )
-    return table + stacks, tasks, marks, colour
+    return _Card(table + stacks, marks, colour, "deadlock")
 
 
-def _inversion(page: Page, inv: Inversion):
+def _inversion(inv: Inversion) -> _Card:
     tags = [inv.level]
     if inv.deadlocked:
         tags.append("deadlocked in this trace")
@@ -396,9 +399,8 @@ def _inversion(page: Page, inv: Inversion):
         parts.append(_scenario(inv.edges))
     for w in inv.edges:
         parts.append(_witness(w))
-    tasks = [(w.file, w.tid) for w in inv.edges]
     marks = [((w.file, w.tid), w.ts_ns, f"{w.src} \u2192 {w.dst}") for w in inv.edges]
-    return "".join(parts), tasks, marks, _palette(inv.cycle)
+    return _Card("".join(parts), marks, _palette(inv.cycle), "cycle closed")
 
 
 def _scenario(edges: list[Witness]) -> str:
@@ -430,9 +432,8 @@ def _witness(w: Witness) -> str:
     )
 
 
-def _anomaly(page: Page, an: Anomaly):
+def _anomaly(an: Anomaly) -> _Card:
     body = f"<p>{escape(an.comm)}/{an.tid} at {stamp(an.ts_ns)}: {escape(an.detail)}</p>" + _stacks(
         [("at", an.stack)], "stack"
     )
-    where = (an.file, an.tid)
-    return body, [where], [(where, an.ts_ns, an.kind)], _palette([an.lock_name])
+    return _Card(body, [((an.file, an.tid), an.ts_ns, an.kind)], _palette([an.lock_name]))
