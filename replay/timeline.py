@@ -119,11 +119,14 @@ class Timelines:
         ]
         y = TOP
         for task, (lane_h, bars) in zip(tasks, lanes, strict=True):
-            label = self.run.ev.task_label(task)
+            label = escape(self.run.ev.task_label(task))
+            if len(self.run.ev.traces) > 1:  # tids repeat across boots: name the trace
+                name = self.run.ev.traces[self.file_of(task)].path.name
+                label += f'<tspan x="8" dy="13" class="file">{escape(name)}</tspan>'
             out.append(
                 f'<g class="lane"><rect x="0" y="{y}" width="{width}" height="{lane_h}" '
                 f'fill="{"#fafafa" if tasks.index(task) % 2 else "#fff"}"/>'
-                f'<text x="8" y="{y + lane_h / 2 + 4:.1f}" class="task">{escape(label)}</text>'
+                f'<text x="8" y="{y + lane_h / 2 + 4:.1f}" class="task">{label}</text>'
             )
             for b in bars:
                 out.append(b.svg(x, y, uid))

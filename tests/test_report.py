@@ -281,3 +281,26 @@ def test_witnesses_far_apart_get_an_axis_break(tmp_path):
         )
     ]
     assert len(widths) == 4 and min(widths) > 50
+
+
+def test_several_traces_name_the_trace_of_each_lane(make_trace):
+    rows_a = locked(1, "A") + locked(1, "B") + unlocked(1, "B") + unlocked(1, "A")
+    rows_b = locked(1, "B") + locked(1, "A") + unlocked(1, "A") + unlocked(1, "B")
+    a, b = make_trace(rows_a, "boot1.parquet"), make_trace(rows_b, "boot2.parquet")
+    html = render_html(analyse([read_trace(a), read_trace(b)]))
+    [card] = re.findall(r"<article .*?</article>", html, re.S)
+    assert card.count(">task1/1<tspan") == 2
+    assert ">boot1.parquet</tspan>" in card and ">boot2.parquet</tspan>" in card
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+def test_awkward_lock_names_are_escaped(make_trace, tmp_path):
+    odd = 'q"<b>&\\x'
+    rows = locked(1, "A") + locked(1, odd) + unlocked(1, odd) + unlocked(1, "A")
+    rows += locked(2, odd) + locked(2, "A") + unlocked(2, "A") + unlocked(2, odd)
+    page = analyse([read_trace(make_trace(rows))])
+    text = dot.to_dot(dot.lock_graph(page.run, page.analysis, "class"))
+    proc = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True)
+    assert proc.returncode == 0 and "q&quot;&lt;b&gt;&amp;\\x" in proc.stdout
+    html = render_html(page)
+    assert "<b>&" not in html and "q&quot;&lt;b&gt;&amp;\\x" in html
