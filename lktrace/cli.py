@@ -54,7 +54,7 @@ def analyze(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or dot.")] = "text",
     level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
     max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
-    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 200,
     lock_class: Annotated[
         list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
     ] = None,
@@ -86,7 +86,7 @@ def analyze(
         since_s=since,
         until_s=until,
     )
-    result = run([read_trace(p) for p in expand_traces(traces)], opts)
+    result = run((read_trace(p) for p in expand_traces(traces)), opts, drop_tables=True)
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
