@@ -186,6 +186,29 @@ class Run:
             self._gates[key] = {int(i) for i, c in zip(insts, n, strict=True) if c == len(occ)}
         return self._gates[key]
 
+    def paths(self, graph: Graph, edge: int, limit: int = 8) -> list[int]:
+        """Occurrences of ``edge`` that took it along different call paths (first of each).
+
+        A path is the symbols of both stacks without offsets, or the two call
+        sites where stacks were not recorded.
+        """
+        occ = graph.edge_occurrences(edge)
+        ev = self.ev
+        att = self.pairs.attempt[occ]
+        origin = self.rp.holds.origin[self.pairs.hold[occ]]
+        held = np.where(origin >= 0, ev.stack[np.maximum(origin, 0)], -1)
+        key = np.c_[ev.file[att], ev.stack[att], held, ev.caller[att]]
+        _, first = np.unique(key, axis=0, return_index=True)
+        found: dict[tuple, int] = {}
+        for i in np.sort(first).tolist():
+            p = int(occ[i])
+            w = self.witness(graph, p)
+            sig = (_symbols(w.held_stack) or (w.held_caller,), _symbols(w.stack) or (w.caller,))
+            found.setdefault(sig, p)
+            if len(found) == limit:
+                break
+        return list(found.values())
+
     # -- finders ----------------------------------------------------------
 
     def deadlocks(self) -> tuple[list[Deadlock], list[tuple[int, int]]]:
@@ -305,10 +328,15 @@ class Run:
             )
             chosen.append(int(other[0] if len(other) else occ[0]))
         gate = set.intersection(*(self.gates(graph, e) for e in edges))
+        witnesses = [self.witness(graph, p) for p in chosen]
         return Inversion(
             level=graph.level,
             cycle=[graph.labels[n] for n in nodes],
-            edges=[self.witness(graph, p) for p in chosen],
+            edges=witnesses,
+            paths=[
+                [w, *(self.witness(graph, p) for p in self.paths(graph, e) if p != c)]
+                for w, e, c in zip(witnesses, edges, chosen, strict=True)
+            ],
             same_task=len(tasks) == 1,
             tasks=[
                 dict(zip(("tid", "comm"), self._task(t), strict=True))
@@ -495,6 +523,11 @@ class Run:
             guarded=[i for i in inversions if i.gate is not None],
             anomalies=anomalies,
         )
+
+
+def _symbols(frames: list[str]) -> tuple[str, ...]:
+    """Stack frames without their offsets: the same path on another build."""
+    return tuple(f.split("+", 1)[0] for f in frames)
 
 
 def _trace_info(t: Trace, span: tuple[int, int, int]) -> dict:
