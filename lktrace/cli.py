@@ -130,6 +130,24 @@ def simulate(
     out.print(f"wrote {path}", markup=False)
 
 
+@app.command()
+def demo(
+    scenario: Annotated[str, typer.Option(help="Simulated scenario; see simulate --list.")] = (
+        "stock-deadlock"
+    ),
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Keep the trace in this file.")
+    ] = None,
+) -> None:
+    """Simulate the SR-IOV AB-BA race and analyse it: the newcomer's first command."""
+    from lktrace.demo import run_demo
+    from lktrace.sim import SCENARIOS
+
+    if scenario not in SCENARIOS or scenario == "scale":
+        raise UsageError(f"unknown demo scenario {scenario!r}; see 'lktrace simulate --list'")
+    run_demo(out, scenario, output)
+
+
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
