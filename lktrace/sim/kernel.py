@@ -218,21 +218,16 @@ def __device_release_driver(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield Delay(10 * US, 40 * US)
 
 
-@kfunc
 def device_release_driver(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from device_release_driver_internal(k, dev)
-
-
-@kfunc
-def device_driver_detach(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from device_release_driver_internal(k, dev)
+    """Unbind ``dev`` from its driver, if it has one."""
+    yield from call(("device_release_driver",), device_release_driver_internal(k, dev))
 
 
 @kfunc
 def unbind_store(k: Kernel, drv: Driver, dev: PciDev) -> Iterator[Op]:
     yield Delay(3 * US, 10 * US)
     if dev.driver is drv:
-        yield from device_driver_detach(k, dev)
+        yield from call(("device_driver_detach",), device_release_driver_internal(k, dev))
 
 
 @kfunc
@@ -264,25 +259,16 @@ def pci_stop_dev(k: Kernel, dev: PciDev) -> Iterator[Op]:
 
 
 @kfunc
-def pci_stop_bus_device(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from pci_stop_dev(k, dev)
-
-
-@kfunc
 def pci_destroy_dev(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield from device_del(k, dev)
     dev.present = False
 
 
 @kfunc
-def pci_remove_bus_device(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from pci_destroy_dev(k, dev)
-
-
-@kfunc
 def pci_stop_and_remove_bus_device(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from pci_stop_bus_device(k, dev)
-    yield from pci_remove_bus_device(k, dev)
+    # Neither an SR-IOV PF nor a VF has a subordinate bus to recurse into.
+    yield from call(("pci_stop_bus_device",), pci_stop_dev(k, dev))
+    yield from call(("pci_remove_bus_device",), pci_destroy_dev(k, dev))
 
 
 @kfunc
@@ -339,11 +325,6 @@ def sriov_disable(k: Kernel, pf: PciDev) -> Iterator[Op]:
 
 
 @kfunc
-def pci_disable_sriov(k: Kernel, pf: PciDev) -> Iterator[Op]:
-    yield from sriov_disable(k, pf)
-
-
-@kfunc
 def pci_iov_add_virtfn(k: Kernel, pf: PciDev, vf_driver: Driver | None) -> Iterator[Op]:
     yield Delay(30 * US, 90 * US)
     vf = k.add_vf(pf, None)
@@ -367,11 +348,6 @@ def sriov_enable(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
 
 
 @kfunc
-def pci_enable_sriov(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
-    yield from sriov_enable(k, pf, num_vfs)
-
-
-@kfunc
 def sriov_numvfs_store(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
     yield Delay(3 * US, 10 * US)
     yield from device_lock(pf)
@@ -386,7 +362,7 @@ def sriov_numvfs_store(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
 
 @kfunc
 def ice_free_vfs(k: Kernel, pf: PciDev) -> Iterator[Op]:
-    yield from pci_disable_sriov(k, pf)
+    yield from call(("pci_disable_sriov",), sriov_disable(k, pf))
     yield from locked(pf.locks["table_lock"], Delay(20 * US, 60 * US))
 
 
@@ -401,7 +377,7 @@ def ice_remove(k: Kernel, pf: PciDev) -> Iterator[Op]:
 @kfunc
 def ice_ena_vfs(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
     yield Delay(200 * US, 600 * US)
-    yield from pci_enable_sriov(k, pf, num_vfs)
+    yield from call(("pci_enable_sriov",), sriov_enable(k, pf, num_vfs))
 
 
 @kfunc
@@ -521,25 +497,19 @@ def rtnl_unlock(k: Kernel) -> Iterator[Op]:
     yield Unlock(k.rtnl, "mutex_unlock")
 
 
-@kfunc
-def linkwatch_event(k: Kernel) -> Iterator[Op]:
+def under_rtnl(k: Kernel, work: Delay) -> Iterator[Op]:
+    """``rtnl_lock()``, ``work``, ``rtnl_unlock()``."""
     yield from rtnl_lock(k)
-    yield Delay(5 * US, 40 * US)
+    yield work
     yield from rtnl_unlock(k)
 
 
 def linkwatch_work(k: Kernel, times: int) -> Iterator[Op]:
     """A kworker running the link-watch work item under the RTNL."""
     for _ in range(times):
-        yield from call((*KTHREAD, "worker_thread", "process_one_work"), linkwatch_event(k))
+        path = (*KTHREAD, "worker_thread", "process_one_work", "linkwatch_event")
+        yield from call(path, under_rtnl(k, Delay(5 * US, 40 * US)))
         yield Delay(1 * MS, 10 * MS)
-
-
-@kfunc
-def rtnetlink_rcv_msg(k: Kernel) -> Iterator[Op]:
-    yield from rtnl_lock(k)
-    yield Delay(10 * US, 80 * US)
-    yield from rtnl_unlock(k)
 
 
 def netlink_requests(k: Kernel, times: int) -> Iterator[Op]:
@@ -553,7 +523,8 @@ def netlink_requests(k: Kernel, times: int) -> Iterator[Op]:
         "netlink_sendmsg",
         "netlink_unicast",
         "netlink_rcv_skb",
+        "rtnetlink_rcv_msg",
     )
     for _ in range(times):
-        yield from call(path, rtnetlink_rcv_msg(k))
+        yield from call(path, under_rtnl(k, Delay(10 * US, 80 * US)))
         yield Delay(2 * MS, 20 * MS)
