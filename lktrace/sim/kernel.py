@@ -484,7 +484,7 @@ def udev_reads(k: Kernel, times: int) -> Iterator[Op]:
     for _ in range(times):
         path = (*SYSCALL, "__x64_sys_read", "ksys_read", "vfs_read")
         yield from call(path, seq_read_iter(m_lock, of_mutex))
-        yield Delay(300 * US, 3 * MS)
+        yield Delay(5 * MS, 55 * MS)
 
 
 @kfunc
@@ -509,7 +509,7 @@ def linkwatch_work(k: Kernel, times: int) -> Iterator[Op]:
     for _ in range(times):
         path = (*KTHREAD, "worker_thread", "process_one_work", "linkwatch_event")
         yield from call(path, under_rtnl(k, Delay(5 * US, 40 * US)))
-        yield Delay(1 * MS, 10 * MS)
+        yield Delay(20 * MS, 180 * MS)
 
 
 def netlink_requests(k: Kernel, times: int) -> Iterator[Op]:
@@ -527,4 +527,4 @@ def netlink_requests(k: Kernel, times: int) -> Iterator[Op]:
     )
     for _ in range(times):
         yield from call(path, under_rtnl(k, Delay(10 * US, 80 * US)))
-        yield Delay(2 * MS, 20 * MS)
+        yield Delay(30 * MS, 270 * MS)
