@@ -315,8 +315,3 @@ class Engine:
             caller=caller,
             stack_id=sid,
         )
-
-    @property
-    def blocked(self) -> list[Task]:
-        """Tasks left waiting for a lock when the run ended."""
-        return [t for t in self.tasks if t.waiting is not None]

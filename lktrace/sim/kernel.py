@@ -7,8 +7,10 @@ every lock is taken where the real one is, through the API a probe sees
 (``device_lock()`` is inline, so its events are ``mutex_lock`` called from the
 function that inlines it).
 
-The two kernels differ only in :class:`Flavor`; each difference names the
-commit or patch it follows.
+Both kernels carry 05703271c3cd ("PCI/IOV: Add PCI rescan-remove locking when
+enabling/disabling SR-IOV"): ``sriov_add_vfs()``/``sriov_del_vfs()`` take the
+rescan lock under the PF's device_lock.  They differ only in :class:`Flavor`,
+each field naming the v14 patch it follows.
 """
 
 from __future__ import annotations
@@ -40,10 +42,6 @@ class Flavor:
     #: pci_rescan_remove_lock in remove_store": kill_device() and
     #: device_release_driver() before pci_stop_and_remove_bus_device_locked().
     remove_unbinds_first: bool
-    #: Both kernels carry 05703271c3cd ("PCI/IOV: Add PCI rescan-remove locking
-    #: when enabling/disabling SR-IOV"): sriov_add_vfs()/sriov_del_vfs() take
-    #: the rescan lock under the PF's device_lock.
-    sriov_takes_rescan: bool = True
 
 
 STOCK = Flavor(
@@ -310,12 +308,10 @@ def pci_iov_remove_virtfn(k: Kernel, pf: PciDev, vf: PciDev) -> Iterator[Op]:
 
 @kfunc
 def sriov_del_vfs(k: Kernel, pf: PciDev) -> Iterator[Op]:
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_lock_rescan_remove(k)
+    yield from pci_lock_rescan_remove(k)  # 05703271c3cd, in both kernels
     for vf in list(pf.vfs):
         yield from pci_iov_remove_virtfn(k, pf, vf)
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_unlock_rescan_remove(k)
+    yield from pci_unlock_rescan_remove(k)
 
 
 @kfunc
@@ -333,12 +329,10 @@ def pci_iov_add_virtfn(k: Kernel, pf: PciDev, vf_driver: Driver | None) -> Itera
 
 @kfunc
 def sriov_add_vfs(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_lock_rescan_remove(k)
+    yield from pci_lock_rescan_remove(k)  # 05703271c3cd, in both kernels
     for _ in range(num_vfs):
         yield from pci_iov_add_virtfn(k, pf, IAVF)
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_unlock_rescan_remove(k)
+    yield from pci_unlock_rescan_remove(k)
 
 
 @kfunc
