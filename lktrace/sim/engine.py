@@ -143,7 +143,6 @@ class Task:
     frames: list[str] = field(default_factory=list)
     next_op: Op | _Grant | None = None
     waiting: Mutex | None = None
-    done: bool = False
 
 
 @dataclass
@@ -188,7 +187,6 @@ class Engine:
         body: Iterator[Op],
         start_ns: int,
         tid: int | None = None,
-        cpu: int | None = None,
         after: Task | None = None,
     ) -> Task:
         """Add a task starting ``start_ns`` after the run's start, or after ``after`` ends."""
@@ -196,7 +194,7 @@ class Engine:
             comm=comm,
             pid=pid,
             tid=pid if tid is None else tid,
-            cpu=int(self.rng.integers(self.cpus)) if cpu is None else cpu,
+            cpu=int(self.rng.integers(self.cpus)),
             ops=body,
             at=start_ns if after is not None else self.start_ns + start_ns,
             after=after,
@@ -236,8 +234,7 @@ class Engine:
             else:
                 task.next_op = op
                 return
-        task.next_op = None
-        task.done = True
+        task.next_op = None  # finished
         for other in self.tasks:
             if other.after is task:
                 other.at += task.at
