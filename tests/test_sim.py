@@ -297,6 +297,15 @@ def test_scale_shows_the_injected_inversions_and_nothing_else(traces: dict[str, 
         a, b = tuple(pair)
         tids = {t for x, y, t in r.edges if {x, y} == {a, b}}
         assert len(tids) >= 2
+    # The same three, and no others, between lock classes (device_lock is one node).
+    table = trace.table
+    class_of = dict(
+        zip(table["lock_name"].to_pylist(), table["lock_class"].to_pylist(), strict=True)
+    )
+    classes = {(class_of[a[1]], class_of[b[1]]) for a, b in order}
+    classes = {(a, b) for a, b in classes if a != b}
+    reversed_classes = {frozenset(p) for p in classes if p[::-1] in classes}
+    assert reversed_classes == {frozenset(class_of[x[1]] for x in p) for p in reversed_pairs}
     # A plain, consistent run otherwise: nothing pending, nothing held, every
     # failed trylock met a lock another task held, some releases out of order.
     assert not r.pending and not any(r.held.values())
