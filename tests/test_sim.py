@@ -271,7 +271,7 @@ def test_same_seed_same_trace_other_seed_other_interleaving(tmp_path: Path) -> N
         assert a.table["ts_ns"] != c.table["ts_ns"]
 
 
-@pytest.mark.parametrize(("events", "inversions"), [(20_001, 3), (31_337, 0), (64, 0)])
+@pytest.mark.parametrize(("events", "inversions"), [(20_001, 3), (31_337, 0), (64, 0), (120, 2)])
 def test_scale_writes_exactly_the_events_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: int, inversions: int
 ) -> None:
@@ -284,6 +284,8 @@ def test_scale_writes_exactly_the_events_asked(
     assert trace.table.schema == SCHEMA
     assert len(set(trace.table["tid"].to_pylist())) <= 5
     assert len(set(trace.table["lock_addr"].to_pylist())) <= 40
+    order = {(x, y) for x, y, _ in Replay.of(trace).edges}
+    assert len({frozenset(p) for p in order if p[::-1] in order}) == inversions
 
 
 def test_scale_shows_the_injected_inversions_and_nothing_else(traces: dict[str, Trace]) -> None:
