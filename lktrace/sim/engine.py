@@ -21,12 +21,14 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from lktrace.trace import COLUMNS, SCHEMA, StackTable
+from lktrace.sim.meta import sim_meta
+from lktrace.trace import COLUMNS, SCHEMA, StackTable, write_trace
 
 US = 1_000
 MS = 1_000_000
@@ -216,6 +218,13 @@ class Engine:
             self.now = max(self.now, task.at)
             self._step(task)
 
+    def write(self, path: str | Path, **meta: Any) -> Path:
+        """Write the events to ``path``; ``meta`` are :func:`~lktrace.sim.meta.sim_meta`'s."""
+        ts = self.events.columns["ts_ns"]
+        duration = (ts[-1] - self.start_ns if ts else 0) + 5 * MS
+        trace_meta = sim_meta(duration_ns=duration, stacks=self.stacks.stacks, **meta)
+        return write_trace(path, self.events.table(), trace_meta)
+
     def _ready(self, task: Task) -> bool:
         return task.next_op is not None and task.waiting is None and task.after is None
 
@@ -288,7 +297,7 @@ class Engine:
         key = (tuple(frames), api)
         sid = self._stack_ids.get(key)
         if sid is None:
-            callees = [*frames[1:], api]
+            callees = [*frames[1:], api] if frames else []
             stack = [frame(api, "")] + [
                 frame(f, c) for f, c in zip(reversed(frames), reversed(callees), strict=True)
             ]

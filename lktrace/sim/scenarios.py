@@ -14,8 +14,6 @@ from pathlib import Path
 from lktrace.sim import kernel as kn
 from lktrace.sim.engine import MS, US, Engine
 from lktrace.sim.kernel import IAVF, STOCK, V14, Flavor, Kernel
-from lktrace.sim.meta import sim_meta
-from lktrace.trace import write_trace
 
 #: CLOCK_MONOTONIC of the first event: about half an hour after boot.
 BOOT_NS = 1_843_000_000_000
@@ -35,17 +33,14 @@ class PathScenario:
         k = Kernel(self.flavor, heap_seed=seed)
         self.build(eng, k)
         eng.run()
-        ts = eng.events.columns["ts_ns"]
-        meta = sim_meta(
+        return eng.write(
+            path,
             kernel=self.flavor.release,
             kernel_version=self.flavor.version,
             scenario=name,
             seed=seed,
             command=command,
-            duration_ns=(ts[-1] - eng.start_ns if ts else 0) + 5 * MS,
-            stacks=eng.stacks.stacks,
         )
-        return write_trace(path, eng.events.table(), meta)
 
 
 def background(eng: Engine, k: Kernel, span_ms: int) -> None:
