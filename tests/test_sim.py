@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lktrace.sim import SCENARIOS, SimError, scale, simulate
+from lktrace.summary import summarize
 from lktrace.trace import SCHEMA, Trace, read_trace
 
 RESCAN = "pci_rescan_remove_lock"
@@ -286,6 +287,8 @@ def test_scale_writes_exactly_the_events_asked(
     assert len(set(trace.table["lock_addr"].to_pylist())) <= 40
     order = {(x, y) for x, y, _ in Replay.of(trace).edges}
     assert len({frozenset(p) for p in order if p[::-1] in order}) == inversions
+    # lktrace info's counts work across row groups.
+    assert summarize(trace)["events"] == events
 
 
 def test_scale_shows_the_injected_inversions_and_nothing_else(traces: dict[str, Trace]) -> None:

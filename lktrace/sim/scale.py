@@ -96,17 +96,17 @@ class Scale:
         while sum(sizes) < self.tasks:
             sizes.append(int(rng.integers(1, 5)))
         sizes[-1] -= sum(sizes) - self.tasks
-        tid, pids, comms, names = 3000, [], [], []
+        tid, pids, comms = 3000, [], []
+        names: dict[str, int] = {}  # a dictionary holds each comm once
         for p, size in enumerate(sizes):
             name = _COMMS[p % len(_COMMS)].format(p)
             pids += [tid] * size
-            comms += [len(names)] * size
-            names.append(name)
+            comms += [names.setdefault(name, len(names))] * size
             tid += size + int(rng.integers(1, 40))
         self.pid = np.array(pids, dtype=np.int32)
         self.tid = (self.pid + np.concatenate([np.arange(s) for s in sizes])).astype(np.int32)
         self.comm_idx = np.array(comms, dtype=np.int32)
-        self.comms = pa.array(names)
+        self.comms = pa.array(list(names))
         self.cpu = rng.integers(0, 8, self.tasks).astype(np.int32)
 
     def _pairs(self, rng: np.random.Generator, k: int) -> np.ndarray:
