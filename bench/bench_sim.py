@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from lktrace.sim import SCENARIOS, simulate
 
 
-def run_scale(events: int, path: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of ``lktrace simulate scale`` in its own process."""
+def run_scale(events: int, path: Path) -> tuple[float, float, int]:
+    """Wall and CPU seconds, peak RSS (KiB) of ``lktrace simulate scale`` in its own process."""
     cmd = [sys.executable, "-m", "lktrace", "simulate", "scale", "-o", str(path)]
     start = time.perf_counter()
     proc = subprocess.Popen([*cmd, "--events", str(events)], stdout=subprocess.DEVNULL)
@@ -30,7 +30,7 @@ def run_scale(events: int, path: Path) -> tuple[float, int]:
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(cmd)} failed")
-    return wall, usage.ru_maxrss
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
 def main() -> None:
@@ -41,12 +41,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        print(f"{'scenario':<20} {'events':>12} {'seconds':>9} {'Mevents/s':>10} {'peak RSS':>10}")
+        print(f"{'scenario':<20} {'events':>12} {'seconds':>9} {'CPU s':>7} {'peak RSS':>10}")
         for events in args.sizes:
             path = out / f"scale-{events}.parquet"
-            wall, rss = run_scale(events, path)
+            wall, cpu, rss = run_scale(events, path)
             print(
-                f"{'scale':<20} {events:>12,} {wall:>9.2f} {events / wall / 1e6:>10.2f}"
+                f"{'scale':<20} {events:>12,} {wall:>9.2f} {cpu:>7.2f}"
                 f" {rss / 1024:>7.0f} MB   ({path.stat().st_size / 2**20:.0f} MB file)"
             )
         for name in (n for n in SCENARIOS if n != "scale"):
