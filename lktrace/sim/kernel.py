@@ -231,7 +231,7 @@ def unbind_store(k: Kernel, drv: Driver, dev: PciDev) -> Iterator[Op]:
 @kfunc
 def device_del(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield from device_lock(dev)
-    yield Delay(1 * US, 3 * US)
+    yield Delay(1 * US, 3 * US)  # kill_device()
     yield from device_unlock(dev)
     yield Delay(20 * US, 80 * US)
 
@@ -250,6 +250,7 @@ def __device_attach(k: Kernel, dev: PciDev, drv: Driver | None) -> Iterator[Op]:
 
 @kfunc
 def pci_stop_dev(k: Kernel, dev: PciDev) -> Iterator[Op]:
+    # device_release_driver() takes device_lock even when no driver is bound.
     if dev.added:
         yield Delay(40 * US, 150 * US)
         yield from device_release_driver(k, dev)
@@ -280,6 +281,8 @@ def pci_stop_and_remove_bus_device_locked(k: Kernel, dev: PciDev) -> Iterator[Op
 def remove_store(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield Delay(5 * US, 15 * US)
     if k.flavor.remove_unbinds_first:
+        # v14 2/2: kill_device() under device_lock, then unbind, and only
+        # then the rescan lock.
         yield from device_lock(dev)
         yield Delay(1 * US, 3 * US)
         yield from device_unlock(dev)
