@@ -54,7 +54,7 @@ def analyze(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or dot.")] = "text",
     level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
     max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
-    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 200,
     lock_class: Annotated[
         list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
     ] = None,
@@ -86,14 +86,14 @@ def analyze(
         since_s=since,
         until_s=until,
     )
-    loaded = [read_trace(p) for p in expand_traces(traces)]
+    loaded = (read_trace(p) for p in expand_traces(traces))
     if fmt == "dot":
         from lktrace.replay.dot import analyze_dot
 
-        text, result = analyze_dot(loaded, opts)
+        text, result = analyze_dot(loaded, opts, drop_tables=True)
         typer.echo(text, nl=False)
         raise typer.Exit(1 if result.problems else 0)
-    result = run(loaded, opts)
+    result = run(loaded, opts, drop_tables=True)
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -114,9 +114,8 @@ def report(
 
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
-    page = analyse(
-        [read_trace(p) for p in expand_traces(traces)], Options(level=level, max_depth=max_depth)
-    )
+    traces_in = (read_trace(p) for p in expand_traces(traces))
+    page = analyse(traces_in, Options(level=level, max_depth=max_depth), drop_tables=True)
     path = write_html(output, render_html(page))
     a = page.analysis
     out.print(
@@ -138,7 +137,7 @@ def export(
         raise UsageError("choose an export format: --perfetto")
     from lktrace.replay.perfetto import export_perfetto
 
-    n = export_perfetto(read_trace(trace), output)
+    n = export_perfetto(read_trace(trace), output, drop_table=True)
     out.print(f"wrote {output}: {n:,} trace events")
 
 
@@ -176,6 +175,24 @@ def simulate(
     except SimError as e:
         raise UsageError(str(e)) from e
     out.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[str, typer.Option(help="Simulated scenario; see simulate --list.")] = (
+        "stock-deadlock"
+    ),
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Keep the trace in this file.")
+    ] = None,
+) -> None:
+    """Simulate the SR-IOV AB-BA race and analyse it: the newcomer's first command."""
+    from lktrace.demo import run_demo
+    from lktrace.sim import SCENARIOS
+
+    if scenario not in SCENARIOS or scenario == "scale":
+        raise UsageError(f"unknown demo scenario {scenario!r}; see 'lktrace simulate --list'")
+    run_demo(out, scenario, output)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lktrace.replay.analyze import Options, Run, select
@@ -121,9 +122,11 @@ def to_dot(g: LockGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyze_dot(traces: list[Trace], opts: Options) -> tuple[str, Analysis]:
+def analyze_dot(
+    traces: Iterable[Trace], opts: Options, drop_tables: bool = False
+) -> tuple[str, Analysis]:
     """``analyze --format dot``: the class graph, or the instance graph at ``--level instance``."""
-    run = Run([select(t, opts) for t in traces], opts)
+    run = Run((select(t, opts) for t in traces), opts, drop_tables)
     analysis = run.analysis()
     level = "instance" if opts.level == "instance" else "class"
     return to_dot(lock_graph(run, analysis, level)), analysis

@@ -82,9 +82,12 @@ class _Tracks:
         self.overlaps = ok & (e > e[np.maximum(parent, 0)])
 
 
-def export_perfetto(trace: Trace, out: str | Path) -> int:
-    """Write ``trace`` as a JSON trace-event file; returns the number of events written."""
-    ev = load_events([trace])
+def export_perfetto(trace: Trace, out: str | Path, drop_table: bool = False) -> int:
+    """Write ``trace`` as a JSON trace-event file; returns the number of events written.
+
+    ``drop_table`` empties ``trace.table`` once loaded, to save memory.
+    """
+    ev = load_events([trace], drop_table)
     rp = pair(ev)
     out = Path(out)
     try:

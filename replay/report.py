@@ -14,7 +14,7 @@ window around the finding, and long lists are cut with a note.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from html import escape
@@ -59,11 +59,20 @@ class Page:
         return Timelines(self.run)
 
 
-def analyse(traces: Sequence[Trace], opts: Options | None = None, label: str = "") -> Page:
-    """Run the analysis of ``traces`` and keep the replayed state for drawing."""
+def analyse(
+    traces: Iterable[Trace],
+    opts: Options | None = None,
+    label: str = "",
+    drop_tables: bool = False,
+) -> Page:
+    """Run the analysis of ``traces`` and keep the replayed state for drawing.
+
+    The page needs only the replay: ``drop_tables`` empties each trace's table
+    once loaded, as ``analyze`` does.
+    """
     opts = opts or Options()
-    run = Run([select(t, opts) for t in traces], opts)
-    return Page(run, run.analysis(), label or ", ".join(t.path.name for t in traces))
+    run = Run((select(t, opts) for t in traces), opts, drop_tables)
+    return Page(run, run.analysis(), label or ", ".join(t.path.name for t in run.ev.traces))
 
 
 # -- the page -----------------------------------------------------------------

@@ -119,7 +119,8 @@ class Timelines:
         ]
         y = TOP
         for task, (lane_h, bars) in zip(tasks, lanes, strict=True):
-            label = escape(self.run.ev.task_label(task))
+            row = self.run.ev.tasks.iloc[task]
+            label = escape(f"{row.comm}/{row.tid}")
             if len(self.run.ev.traces) > 1:  # tids repeat across boots: name the trace
                 name = self.run.ev.traces[self.file_of(task)].path.name
                 label += f'<tspan x="8" dy="13" class="file">{escape(name)}</tspan>'

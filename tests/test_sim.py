@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lktrace.sim import SCENARIOS, SimError, scale, simulate
+from lktrace.summary import summarize
 from lktrace.trace import SCHEMA, Trace, read_trace
 
 RESCAN = "pci_rescan_remove_lock"
@@ -271,7 +272,7 @@ def test_same_seed_same_trace_other_seed_other_interleaving(tmp_path: Path) -> N
         assert a.table["ts_ns"] != c.table["ts_ns"]
 
 
-@pytest.mark.parametrize(("events", "inversions"), [(20_001, 3), (31_337, 0), (64, 0)])
+@pytest.mark.parametrize(("events", "inversions"), [(20_001, 3), (31_337, 0), (64, 0), (120, 2)])
 def test_scale_writes_exactly_the_events_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: int, inversions: int
 ) -> None:
@@ -284,6 +285,10 @@ def test_scale_writes_exactly_the_events_asked(
     assert trace.table.schema == SCHEMA
     assert len(set(trace.table["tid"].to_pylist())) <= 5
     assert len(set(trace.table["lock_addr"].to_pylist())) <= 40
+    order = {(x, y) for x, y, _ in Replay.of(trace).edges}
+    assert len({frozenset(p) for p in order if p[::-1] in order}) == inversions
+    # lktrace info's counts work across row groups.
+    assert summarize(trace)["events"] == events
 
 
 def test_scale_shows_the_injected_inversions_and_nothing_else(traces: dict[str, Trace]) -> None:
@@ -297,6 +302,15 @@ def test_scale_shows_the_injected_inversions_and_nothing_else(traces: dict[str, 
         a, b = tuple(pair)
         tids = {t for x, y, t in r.edges if {x, y} == {a, b}}
         assert len(tids) >= 2
+    # The same three, and no others, between lock classes (device_lock is one node).
+    table = trace.table
+    class_of = dict(
+        zip(table["lock_name"].to_pylist(), table["lock_class"].to_pylist(), strict=True)
+    )
+    classes = {(class_of[a[1]], class_of[b[1]]) for a, b in order}
+    classes = {(a, b) for a, b in classes if a != b}
+    reversed_classes = {frozenset(p) for p in classes if p[::-1] in classes}
+    assert reversed_classes == {frozenset(class_of[x[1]] for x in p) for p in reversed_pairs}
     # A plain, consistent run otherwise: nothing pending, nothing held, every
     # failed trylock met a lock another task held, some releases out of order.
     assert not r.pending and not any(r.held.values())

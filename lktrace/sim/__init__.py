@@ -68,10 +68,10 @@ def simulate(name: str, path: str | Path, seed: int = 0, **params: int) -> Path:
         raise SimError(
             f"scenario {name!r} takes no {', '.join('--' + p for p in unknown)} (it takes {takes})"
         )
+    if seed < 0:
+        raise SimError("the seed must be 0 or more")
     path = Path(path)
     try:
         return scenario.write(path, seed, command_line(name, path, seed, **params), **params)
-    except SimError:
-        raise
     except ValueError as e:
         raise SimError(f"{name}: {e}") from e
