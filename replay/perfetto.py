@@ -69,17 +69,15 @@ class _Tracks:
         opened = np.searchsorted(np.sort(s), s, "left")
         closed = np.searchsorted(np.sort(e), s, "left")
         self.level = (opened - closed).astype(np.int64)
-        # The parent is the latest hold one level up that opened before this one.
-        key = self.level * (int(e.max()) + 1 if len(e) else 1) + s
+        # The parent is the latest hold one level up that opened before this one;
+        # a hold overlaps when it outlives a parent still open when it began.
+        width = int(e.max()) + 1 if len(e) else 1
+        key = self.level * width + s
         order = np.argsort(key, kind="stable")
-        skey = key[order]
-        want = (self.level - 1) * (int(e.max()) + 1 if len(e) else 1) + s
-        j = np.searchsorted(skey, want, "left") - 1
-        parent = np.where(j >= 0, order[np.maximum(j, 0)], -1)
-        ok = (parent >= 0) & (self.level > 0)
-        ok &= self.level[np.maximum(parent, 0)] == self.level - 1
-        ok &= e[np.maximum(parent, 0)] > s
-        self.overlaps = ok & (e > e[np.maximum(parent, 0)])
+        j = np.searchsorted(key[order], key - width, "left") - 1
+        parent = order[np.maximum(j, 0)]
+        ok = (j >= 0) & (self.level > 0) & (self.level[parent] == self.level - 1)
+        self.overlaps = ok & (e[parent] > s) & (e > e[parent])
 
 
 def export_perfetto(trace: Trace, out: str | Path, drop_table: bool = False) -> int:
