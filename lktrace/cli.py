@@ -110,12 +110,12 @@ def report(
 ) -> None:
     """Write one self-contained HTML page: header, lock graph, findings with timelines."""
     from lktrace.replay.analyze import LEVELS, Options
-    from lktrace.replay.report import analyse, render_html, write_html
+    from lktrace.replay.report import build_page, render_html, write_html
 
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
     traces_in = (read_trace(p) for p in expand_traces(traces))
-    page = analyse(traces_in, Options(level=level, max_depth=max_depth), drop_tables=True)
+    page = build_page(traces_in, Options(level=level, max_depth=max_depth), drop_tables=True)
     path = write_html(output, render_html(page))
     a = page.analysis
     out.print(

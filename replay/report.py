@@ -8,8 +8,8 @@ anything, so it opens offline and from a mail attachment.
 
 The parts are functions of a :class:`Page` (one analysed run), so
 :func:`render_diff_html` lays two of them side by side.  Big traces give a
-small page: only findings are drawn, timelines show the tasks involved in a
-window around the finding, and long lists are cut with a note.
+small page: only findings are drawn, timelines show the tasks involved in
+the spans around the finding, and long lists are cut with a note.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from lktrace.trace import Trace, TraceError
 
 MAX_GRAPH_EDGES = 60
 MAX_CARDS = 40  # findings drawn with a timeline; the rest are listed
-MAX_ROWS = 500
+MAX_ROWS = 500  # findings listed at most
 PALETTE = ("#1e88e5", "#f4511e", "#8e24aa", "#43a047", "#fb8c00", "#00897b", "#6d4c41")
 
 # First script on the page: records uncaught errors where a test (or a person) can see them.
@@ -59,7 +59,7 @@ class Page:
         return Timelines(self.run)
 
 
-def analyse(
+def build_page(
     traces: Iterable[Trace],
     opts: Options | None = None,
     label: str = "",

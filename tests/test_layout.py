@@ -9,7 +9,7 @@ from conftest import locked, unlocked
 
 from lktrace.replay.dot import Edge, LockGraph, lock_graph
 from lktrace.replay.layout import layered_svg
-from lktrace.replay.report import analyse
+from lktrace.replay.report import build_page
 from lktrace.trace import read_trace
 
 RECT = re.compile(
@@ -63,7 +63,7 @@ def test_trimmed_graph_keeps_inversions_first(make_trace):
         rows += unlocked(1, f"L{i}")
     rows += locked(2, "X") + locked(2, "Y") + unlocked(2, "Y") + unlocked(2, "X")
     rows += locked(3, "Y") + locked(3, "X") + unlocked(3, "X") + unlocked(3, "Y")
-    page = analyse([read_trace(make_trace(rows))])
+    page = build_page([read_trace(make_trace(rows))])
     g = lock_graph(page.run, page.analysis, "class", max_edges=3)
     assert g.total_edges == 14 and len(g.edges) == 3
     kept = {(g.labels[e.src], g.labels[e.dst]) for e in g.edges}

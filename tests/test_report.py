@@ -18,7 +18,7 @@ from lktrace.replay.analyze import Options
 from lktrace.replay.dot import function
 from lktrace.replay.report import (
     MAX_CARDS,
-    analyse,
+    build_page,
     finding_key,
     render_diff_html,
     render_html,
@@ -34,7 +34,7 @@ RED = (0xC6, 0x28, 0x28)
 
 
 def page_of(tmp_path, scenario, **opts):
-    return analyse(
+    return build_page(
         [read_trace(simulate(scenario, tmp_path / f"{scenario}.parquet"))], Options(**opts)
     )
 
@@ -104,7 +104,7 @@ def test_hand_built_inversion_and_anomaly(make_trace, tmp_path):
     rows = locked(1, "A") + locked(1, "B") + unlocked(1, "B") + unlocked(1, "A")
     rows += locked(2, "B") + locked(2, "A") + unlocked(2, "A") + unlocked(2, "B")
     rows += [*locked(3, "R"), (3, "attempt", "R")]
-    page = analyse([read_trace(make_trace(rows))])
+    page = build_page([read_trace(make_trace(rows))])
     html = render_html(page)
     assert "Possible unsafe locking scenario" in html and "*** DEADLOCK ***" in html
     assert "self_deadlock: task3/3 on R" in html
@@ -114,7 +114,7 @@ def test_hand_built_inversion_and_anomaly(make_trace, tmp_path):
 
 def test_big_trace_gives_a_small_page(tmp_path):
     trace = read_trace(simulate("scale", tmp_path / "s.parquet", events=200_000, inversions=60))
-    page = analyse([trace])
+    page = build_page([trace])
     assert len(page.analysis.inversions) > MAX_CARDS
     html = render_html(page)
     assert len(html) < 1_500_000
@@ -269,7 +269,7 @@ def test_witnesses_far_apart_get_an_axis_break(tmp_path):
         ts + (2_000_000_000 if tid == 2 else 0)
         for ts, tid in zip(cols["ts_ns"], cols["tid"], strict=True)
     ]
-    page = analyse([read_trace(write_trace(tmp_path / "far.parquet", cols, TraceMeta()))])
+    page = build_page([read_trace(write_trace(tmp_path / "far.parquet", cols, TraceMeta()))])
     html = render_html(page)
     [card] = re.findall(r"<article .*?</article>", html, re.S)
     assert card.count('class="gap"') == 1 and "left out" in card
@@ -287,7 +287,7 @@ def test_several_traces_name_the_trace_of_each_lane(make_trace):
     rows_a = locked(1, "A") + locked(1, "B") + unlocked(1, "B") + unlocked(1, "A")
     rows_b = locked(1, "B") + locked(1, "A") + unlocked(1, "A") + unlocked(1, "B")
     a, b = make_trace(rows_a, "boot1.parquet"), make_trace(rows_b, "boot2.parquet")
-    html = render_html(analyse([read_trace(a), read_trace(b)]))
+    html = render_html(build_page([read_trace(a), read_trace(b)]))
     [card] = re.findall(r"<article .*?</article>", html, re.S)
     assert card.count(">task1/1<tspan") == 2
     assert ">boot1.parquet</tspan>" in card and ">boot2.parquet</tspan>" in card
@@ -298,7 +298,7 @@ def test_awkward_lock_names_are_escaped(make_trace, tmp_path):
     odd = 'q"<b>&\\x'
     rows = locked(1, "A") + locked(1, odd) + unlocked(1, odd) + unlocked(1, "A")
     rows += locked(2, odd) + locked(2, "A") + unlocked(2, "A") + unlocked(2, odd)
-    page = analyse([read_trace(make_trace(rows))])
+    page = build_page([read_trace(make_trace(rows))])
     text = dot.to_dot(dot.lock_graph(page.run, page.analysis, "class"))
     proc = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0 and "q&quot;&lt;b&gt;&amp;\\x" in proc.stdout
