@@ -94,6 +94,31 @@ def analyze(
     raise typer.Exit(1 if result.problems else 0)
 
 
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="The old trace (or a folder of traces).")],
+    new: Annotated[Path, typer.Argument(help="The new trace (or a folder of traces).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+) -> None:
+    """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse)."""
+    from lktrace.replay.analyze import Options
+    from lktrace.replay.diff import diff as compare
+    from lktrace.replay.render_diff import render_diff
+
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--format must be text or json, not {fmt!r}")
+    opts = Options(max_depth=max_depth, max_cycles=max_cycles)
+    sides = [[read_trace(p) for p in expand_traces([side])] for side in (old, new)]
+    result = compare(*sides, opts)
+    if fmt == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render_diff(result, out)
+    raise typer.Exit(1 if result.verdict == "worse" else 0)
+
+
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
