@@ -142,7 +142,7 @@ class Analysis:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "trace": self.traces[0] if len(self.traces) == 1 else self.traces,
+            "trace": self.traces[0] if len(self.traces) == 1 else {"files": self.traces},
             "summary": self.summary,
             "notes": self.notes,
             "deadlocks": [d.to_dict() for d in self.deadlocks],

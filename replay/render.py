@@ -29,10 +29,11 @@ def render(a: Analysis, console: Console) -> None:
     _header(a, console)
     for i, d in enumerate(a.deadlocks, 1):
         _deadlock(console, i, d)
+    several = len(a.traces) > 1
     for i, inv in enumerate(a.inversions, 1):
-        _inversion(console, f"INVERSION {i}", inv)
+        _inversion(console, f"INVERSION {i}", inv, several)
     for i, inv in enumerate(a.guarded, 1):
-        _inversion(console, f"GUARDED {i}", inv)
+        _inversion(console, f"GUARDED {i}", inv, several)
     for an in a.anomalies:
         _anomaly(console, an)
     if not (a.deadlocks or a.inversions or a.guarded or a.anomalies):
@@ -73,7 +74,7 @@ def _deadlock(console: Console, n: int, d: Deadlock) -> None:
         console.print(
             f"  [bold]{escape(t.comm)}/{t.tid}[/] waits since {stamp(w.since_ns)} for "
             f"[bold]{escape(_lock(w.lock_class, w.lock_name))}[/] at {escape(w.caller)}, "
-            f"held by task {t.waits_on_tid}"
+            f"held by tid {t.waits_on_tid}"
         )
         for h in t.holds:
             console.print(
@@ -88,7 +89,7 @@ def _lock(lock_class: str, lock_name: str) -> str:
     return lock_class if lock_class == lock_name else f"{lock_class} {lock_name}"
 
 
-def _inversion(console: Console, title: str, inv: Inversion) -> None:
+def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> None:
     tags = [inv.level]
     if inv.deadlocked:
         tags.append("[red]deadlocked[/]")
@@ -106,7 +107,7 @@ def _inversion(console: Console, title: str, inv: Inversion) -> None:
     if len(inv.edges) == 2:
         _scenario(console, inv.edges)
     for w in inv.edges:
-        _witness(console, w)
+        _witness(console, w, several)
 
 
 def _scenario(console: Console, edges: list[Witness]) -> None:
@@ -131,10 +132,10 @@ def _scenario(console: Console, edges: list[Witness]) -> None:
     )
 
 
-def _witness(console: Console, w: Witness) -> None:
+def _witness(console: Console, w: Witness, several: bool) -> None:
     console.print(
         f"\n  [bold]{escape(w.src)} -> {escape(w.dst)}[/]: {escape(w.comm)}/{w.tid} at "
-        f"{stamp(w.ts_ns)}" + (f" [dim]({escape(w.file)})[/]" if w.file else "")
+        f"{stamp(w.ts_ns)}" + (f" [dim]({escape(w.file)})[/]" if several else "")
     )
     _stack(console, f"attempted {_lock(w.dst_class, w.dst_name)} at:", w.stack)
     _stack(console, f"while holding {_lock(w.src_class, w.src_name)}, taken at:", w.held_stack)
