@@ -2,9 +2,10 @@
 
 The JSON document (``lktrace diff --format json``) has the top-level keys
 ``verdict``, ``old``, ``new``, ``summary``, ``notes``, ``edges_added``,
-``edges_removed``, ``not_exercised``, ``inversions_fixed``,
-``inversions_introduced``, ``inversions_remaining``,
-``inversions_not_exercised``, ``depth_changes`` and ``timing``;
+``edges_removed``, ``paths_added``, ``paths_removed``, ``not_exercised``,
+``new_coverage``, ``inversions_fixed``, ``inversions_introduced``,
+``inversions_remaining``, ``inversions_not_exercised``, ``depth_changes`` and
+``timing``;
 docs/drafts/diff.md documents each field.
 """
 
@@ -21,14 +22,14 @@ CallPath = tuple[str, ...]
 
 @dataclass
 class OrderingChange:
-    """An ordering (edge ``src -> dst`` taken while ``path`` held ``src``) seen on one side only."""
+    """An ordering (``src -> dst`` while the call path ``path`` held ``src``) on one side only."""
 
     level: str  # "class" or "instance"
     src: str
     dst: str
     path: CallPath
     count: int  # occurrences on the side that has it
-    edge_in_both: bool  # the edge itself (any path) is in both traces
+    edge_in_both: bool  # the edge itself, on another path, is in both traces
     exercised: bool  # the other trace took ``src`` on ``path``
     witness: Witness  # from the side that has it
 
@@ -45,50 +46,65 @@ class OrderingChange:
         }
 
 
-#: How a cycle's edge fares on the other side.
-EDGE_STATUSES = ("kept", "removed", "not_exercised", "added")
+#: How an ordering, or a cycle's edge, fares on the other side: in both; gone from
+#: the new trace though its call path ran there; gone, path never run; new.
+STATUSES = ("kept", "removed", "not_exercised", "added")
+
+
+@dataclass
+class PathStatus:
+    """One call path of a cycle's edge and how it fares."""
+
+    path: CallPath
+    status: str  # one of STATUSES
 
 
 @dataclass
 class CycleEdge:
-    """One edge of a compared cycle, on one call path."""
+    """One edge of a compared cycle: its status, its call paths, one witness."""
 
     src: str
     dst: str
-    path: CallPath
-    status: str  # one of EDGE_STATUSES
-    witness: Witness
+    status: str  # one of STATUSES, for the edge whatever the path
+    paths: list[PathStatus]
+    witness: Witness  # from the new trace when it has the edge
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "from": self.src,
             "to": self.dst,
-            "path": list(self.path),
             "status": self.status,
+            "paths": [{"path": list(p.path), "status": p.status} for p in self.paths],
             "witness": self.witness.to_dict(),
         }
 
 
 @dataclass
 class CycleChange:
-    """An inversion (a cycle on particular call paths) fixed, introduced or remaining."""
+    """An inversion (a cycle of lock names) fixed, introduced, remaining or not exercised."""
 
     level: str
     cycle: list[str]
     edges: list[CycleEdge]
-    deadlocked: bool  # it deadlocked in the trace the witnesses come from
-    # fixed: an edge gone from the new trace had its path run there; introduced: every
-    # edge new in it had its path run in the old trace (else the old run may just have missed it)
+    deadlocked_old: bool  # it deadlocked in the old trace
+    deadlocked_new: bool
+    # fixed: an edge gone from the new trace had a call path run there; introduced:
+    # every new edge had a call path run in the old trace (else the old run may have missed it)
     exercised: bool
+    gate: str | None = None  # fixed because the new trace always took it under this lock
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "level": self.level,
             "cycle": self.cycle,
-            "deadlocked": self.deadlocked,
+            "deadlocked_old": self.deadlocked_old,
+            "deadlocked_new": self.deadlocked_new,
             "exercised": self.exercised,
             "edges": [e.to_dict() for e in self.edges],
         }
+        if self.gate is not None:
+            d["gate"] = self.gate
+        return d
 
 
 #: Nesting kinds, mildest first: "unseen" (the path never took the lock in that
@@ -148,7 +164,10 @@ class Diff:
     notes: list[str] = field(default_factory=list)
     edges_added: list[OrderingChange] = field(default_factory=list)
     edges_removed: list[OrderingChange] = field(default_factory=list)
+    paths_added: list[OrderingChange] = field(default_factory=list)
+    paths_removed: list[OrderingChange] = field(default_factory=list)
     not_exercised: list[OrderingChange] = field(default_factory=list)
+    new_coverage: list[OrderingChange] = field(default_factory=list)
     inversions_fixed: list[CycleChange] = field(default_factory=list)
     inversions_introduced: list[CycleChange] = field(default_factory=list)
     inversions_remaining: list[CycleChange] = field(default_factory=list)
@@ -162,7 +181,10 @@ class Diff:
         return {
             "edges_added": len(self.edges_added),
             "edges_removed": len(self.edges_removed),
+            "paths_added": len(self.paths_added),
+            "paths_removed": len(self.paths_removed),
             "not_exercised": len(self.not_exercised),
+            "new_coverage": len(self.new_coverage),
             "inversions_fixed": len(self.inversions_fixed),
             "inversions_introduced": len(self.inversions_introduced),
             "inversions_remaining": len(self.inversions_remaining),
@@ -182,7 +204,10 @@ class Diff:
                 for name in (
                     "edges_added",
                     "edges_removed",
+                    "paths_added",
+                    "paths_removed",
                     "not_exercised",
+                    "new_coverage",
                     "inversions_fixed",
                     "inversions_introduced",
                     "inversions_remaining",

@@ -10,14 +10,15 @@ The unit compared is an *ordering*: an edge ``A -> B`` of the analysis graph
 together with the call path that held ``A``.  An ordering missing from the
 new trace counts as removed only if the new trace took ``A`` on that same
 path (the code ran and no longer goes on to ``B``); otherwise it was not
-exercised and says nothing.  An inversion is a cycle on one call path per
-edge, so a cycle that stays in the class graph but loses the path that made
-it (``remove_store`` reordered) is fixed while another (hotplug) remains.
+exercised and says nothing.  Likewise an ordering counts as added only if
+the old trace took ``A`` on that path; else it is new coverage.  Inversions
+match as cycles of lock names; each edge of one lists its call paths and how
+each fares, and a cycle gone from the new trace is fixed only if one of its
+edges was removed that way.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,19 +37,19 @@ from lktrace.replay.changes import (
     Diff,
     Nesting,
     OrderingChange,
+    PathStatus,
     Timing,
 )
-from lktrace.replay.findings import Inversion
+from lktrace.replay.findings import Inversion, Witness
 from lktrace.replay.graph import Graph
 from lktrace.trace import Trace
-
-#: Call-path combinations compared per cycle; a cycle with more lists the first ones.
-MAX_COMBOS = 64
 
 _OFFSET = re.compile(r"\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?")
 
 #: An ordering: (level, from lock, to lock, call path that held "from").
 Key = tuple[str, str, str, CallPath]
+#: A cycle: its level and its edges as (from lock, to lock).
+CycleKey = tuple[str, frozenset[tuple[str, str]]]
 
 
 def symbol(frame: str) -> str:
@@ -89,14 +90,17 @@ class Side:
         self.inst_cls = np.zeros(len(ev.inst_name), np.int64)
         self.inst_cls[ev.inst] = ev.cls
         self.inst_key = [
-            self.cls_key[c] if ev.names[n].startswith("0x") else ev.names[n]
+            self.lock_key("instance", ev.names[n], ev.classes[c])
             for n, c in zip(ev.inst_name.tolist(), self.inst_cls.tolist(), strict=True)
         ]
         self.hold_path = self.paths_at(run.rp.holds.origin)
         self.taken = self._taken()
-        self.orderings, self.edge_paths = self._orderings()
-        self.edges = {k[:3] for k in self.orderings}
-        self.cycles = self._cycles()
+        self.orderings = self._orderings()
+        self.edge_paths: dict[tuple[str, str, str], list[CallPath]] = {}
+        for key in self.orderings:
+            self.edge_paths.setdefault(key[:3], []).append(key[3])
+        self.cycles = {self.cycle_key(inv): inv for inv in self.analysis.inversions}
+        self.guarded = {self.cycle_key(inv): inv for inv in self.analysis.guarded}
         self.nesting = {} if run.no_releases else self._nesting()
 
     def _intern(self, path: CallPath) -> int:
@@ -132,11 +136,10 @@ class Side:
             out.add(("instance", self.inst_key[i], self.paths[p]))
         return out
 
-    def _orderings(self) -> tuple[dict[Key, Ordering], dict[tuple[str, int], list[Key]]]:
-        """Every ordering by key, and the orderings of each graph edge."""
+    def _orderings(self) -> dict[Key, Ordering]:
+        """Every ordering of both graphs, by key."""
         run = self.run
         orderings: dict[Key, Ordering] = {}
-        edge_paths: dict[tuple[str, int], list[Key]] = {}
         for graph in run.graphs.values():
             keys = self.cls_key if graph.level == "class" else self.inst_key
             occ = graph.occurrences
@@ -155,35 +158,34 @@ class Side:
                 if keys[s] == keys[d]:
                     continue  # two anonymous locks of one class: nothing to match them by
                 key = (graph.level, keys[s], keys[d], self.paths[p])
-                edge_paths.setdefault((graph.level, int(e)), []).append(key)
                 if key in orderings:
                     orderings[key].count += int(count)
                     continue
                 listed = graph.level == "class" or self.inst_cls[s] == self.inst_cls[d]
                 orderings[key] = Ordering(graph, int(pair), int(count), listed)
-        return orderings, edge_paths
+        return orderings
 
-    def _cycles(self) -> dict[frozenset[Key], tuple[Inversion, list[Key]]]:
-        """Each inversion of the analysis on each combination of its edges' call paths."""
-        out: dict[frozenset[Key], tuple[Inversion, list[Key]]] = {}
-        lookup: dict[str, tuple[dict[str, int], dict[tuple[int, int], int]]] = {}
-        for inv in self.analysis.inversions:
-            graph = self.run.graphs[inv.level]
-            if inv.level not in lookup:
-                lookup[inv.level] = ({lb: i for i, lb in enumerate(graph.labels)}, graph.index())
-            node, index = lookup[inv.level]
-            nodes = [node[c] for c in inv.cycle]
-            edges = [index[pair] for pair in zip(nodes, nodes[1:] + nodes[:1], strict=True)]
-            choices = [self.edge_paths.get((inv.level, e), []) for e in edges]
-            combos = list(itertools.islice(itertools.product(*choices), MAX_COMBOS + 1))
-            if len(combos) > MAX_COMBOS:
-                self.notes.append(
-                    f"{' -> '.join(inv.cycle)}: compared the first {MAX_COMBOS} "
-                    "combinations of call paths only"
-                )
-            for combo in combos[:MAX_COMBOS]:
-                out.setdefault(frozenset(combo), (inv, list(combo)))
-        return out
+    @staticmethod
+    def lock_key(level: str, label: str, lock_class: str) -> str:
+        """The name a lock matches by: its class, its name, or for an anonymous lock its class."""
+        if level == "class" or label.startswith("0x"):
+            return symbol(lock_class)
+        return label
+
+    def cycle_key(self, inv: Inversion) -> CycleKey:
+        edges = frozenset(
+            (
+                self.lock_key(inv.level, w.src, w.src_class),
+                self.lock_key(inv.level, w.dst, w.dst_class),
+            )
+            for w in inv.edges
+        )
+        return inv.level, edges
+
+    def witness(self, key: Key) -> Witness:
+        """The first occurrence of an ordering."""
+        o = self.orderings[key]
+        return self.run.witness(o.graph, o.pair)
 
     def _nesting(self) -> dict[tuple[str, CallPath], tuple[Nesting, str]]:
         """Per (lock, call path) that nested: its worst nesting, and the lock's class."""
@@ -254,31 +256,16 @@ def diff(old: Sequence[Trace], new: Sequence[Trace], opts: Options | None = None
     """Compare ``old`` with ``new`` (each one trace, or several merged)."""
     opts = replace(opts or Options(), level="both")
     a, b = Side(list(old), opts), Side(list(new), opts)
-
-    def changed(side: Side, other: Side, key: Key) -> OrderingChange:
-        o = side.orderings[key]
-        level, src, dst, path = key
-        return OrderingChange(
-            level,
-            src,
-            dst,
-            path,
-            o.count,
-            key[:3] in other.edges,
-            (level, src, path) in other.taken,
-            side.run.witness(o.graph, o.pair),
-        )
-
-    added = [changed(b, a, k) for k in sorted(b.orderings) if _only(k, b, a)]
-    gone = [changed(a, b, k) for k in sorted(a.orderings) if _only(k, a, b)]
+    added = [_ordering(b, a, k) for k in sorted(b.orderings) if _only(k, b, a)]
+    gone = [_ordering(a, b, k) for k in sorted(a.orderings) if _only(k, a, b)]
 
     fixed, unexercised, remaining, introduced = [], [], [], []
-    for combo in a.cycles:
-        if combo not in b.cycles:
-            change = _cycle(a, b, combo, "removed")
+    for key, inv in a.cycles.items():
+        if key not in b.cycles:
+            change = _cycle(a, b, key, inv)
             (fixed if change.exercised else unexercised).append(change)
-    for combo in b.cycles:
-        (remaining if combo in a.cycles else introduced).append(_cycle(b, a, combo, "added"))
+    for key, inv in b.cycles.items():
+        (remaining if key in a.cycles else introduced).append(_cycle(a, b, key, inv))
 
     depth = []
     for lock, path in sorted(a.nesting.keys() | b.nesting.keys()):
@@ -295,9 +282,12 @@ def diff(old: Sequence[Trace], new: Sequence[Trace], opts: Options | None = None
         old=a.analysis.traces,
         new=b.analysis.traces,
         notes=[f"old: {n}" for n in a.notes] + [f"new: {n}" for n in b.notes],
-        edges_added=added,
-        edges_removed=[c for c in gone if c.exercised],
+        edges_added=[c for c in added if c.exercised and not c.edge_in_both],
+        edges_removed=[c for c in gone if c.exercised and not c.edge_in_both],
+        paths_added=[c for c in added if c.exercised and c.edge_in_both],
+        paths_removed=[c for c in gone if c.exercised and c.edge_in_both],
         not_exercised=[c for c in gone if not c.exercised],
+        new_coverage=[c for c in added if not c.exercised],
         inversions_fixed=_sorted(fixed),
         inversions_introduced=_sorted(introduced),
         inversions_remaining=_sorted(remaining),
@@ -307,36 +297,73 @@ def diff(old: Sequence[Trace], new: Sequence[Trace], opts: Options | None = None
     )
 
 
+def _ran(side: Side, key: Key) -> bool:
+    """Whether ``side`` took the ordering's first lock on its call path."""
+    return (key[0], key[1], key[3]) in side.taken
+
+
 def _only(key: Key, side: Side, other: Side) -> bool:
     return side.orderings[key].listed and key not in other.orderings
 
 
-def _cycle(side: Side, other: Side, combo: frozenset[Key], missing: str) -> CycleChange:
-    """The change of one cycle combination of ``side``; ``missing`` names an edge other lacks."""
-    inv, keys = side.cycles[combo]
-    edges, ran = [], []
-    for key in keys:
-        status = "kept"
-        if key not in other.orderings:
-            ran.append((key[0], key[1], key[3]) in other.taken)
-            status = missing if ran[-1] or missing == "added" else "not_exercised"
-        o = side.orderings[key]
-        edges.append(CycleEdge(key[1], key[2], key[3], status, side.run.witness(o.graph, o.pair)))
-    # gone for real once one edge is; new for real only if the old trace ran every new edge's path
-    exercised = any(ran) if missing == "removed" else all(ran)
-    # the deadlock (if any) is this combination when its witnesses took these paths
-    deadlocked = inv.deadlocked and all(
-        call_path(w.held_caller, w.held_stack) == key[3]
-        for w, key in zip(inv.edges, keys, strict=True)
+def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
+    level, src, dst, path = key
+    return OrderingChange(
+        level,
+        src,
+        dst,
+        path,
+        side.orderings[key].count,
+        key[:3] in other.edge_paths,
+        _ran(other, key),
+        side.witness(key),
     )
-    return CycleChange(inv.level, [k[1] for k in keys], edges, deadlocked, exercised)
+
+
+def _status(a: Side, b: Side, key: Key) -> str:
+    """How an ordering of either side fares in the new trace."""
+    if key in a.orderings:
+        return "kept" if key in b.orderings else "removed" if _ran(b, key) else "not_exercised"
+    return "added"
+
+
+def _cycle(a: Side, b: Side, key: CycleKey, inv: Inversion) -> CycleChange:
+    """Compare one cycle, found as ``inv`` in one of the sides, edge by edge."""
+    level = key[0]
+    edges = []
+    exercised = True  # for a new cycle: the old trace ran a call path of every new edge
+    for w in inv.edges:
+        edge = (
+            level,
+            Side.lock_key(level, w.src, w.src_class),
+            Side.lock_key(level, w.dst, w.dst_class),
+        )
+        was, now = a.edge_paths.get(edge, []), b.edge_paths.get(edge, [])
+        paths = [PathStatus(p, _status(a, b, (*edge, p))) for p in sorted({*was, *now})]
+        if was and now:
+            status = "kept"
+        elif now:
+            status = "added"
+            exercised = exercised and any(_ran(a, (*edge, p)) for p in now)
+        else:
+            status = "removed" if any(p.status == "removed" for p in paths) else "not_exercised"
+        edges.append(CycleEdge(edge[1], edge[2], status, paths, w))
+    gate = b.guarded[key].gate if key in b.guarded and key not in b.cycles else None
+    if key not in b.cycles:  # gone: fixed if an edge went for real, or a gate now guards it
+        exercised = gate is not None or any(e.status == "removed" for e in edges)
+    return CycleChange(
+        level,
+        [e.src for e in edges],
+        edges,
+        deadlocked_old=key in a.cycles and a.cycles[key].deadlocked,
+        deadlocked_new=key in b.cycles and b.cycles[key].deadlocked,
+        exercised=exercised,
+        gate=gate,
+    )
 
 
 def _sorted(changes: list[CycleChange]) -> list[CycleChange]:
-    def order(c: CycleChange) -> tuple:
-        return c.level, len(c.cycle), c.cycle, [e.path for e in c.edges]
-
-    return sorted(changes, key=order)
+    return sorted(changes, key=lambda c: (c.level, len(c.cycle), c.cycle))
 
 
 def _nesting_change(old: Nesting, new: Nesting) -> str | None:

@@ -23,11 +23,35 @@ VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "same": "bold"}
 PATH_FRAMES = 4  # call-path frames shown on one line
 
 
-def path_label(path: CallPath, frames: int = PATH_FRAMES) -> str:
-    """A call path on one line, call site first: ``sriov_del_vfs < sriov_disable < …``."""
+def path_label(path: CallPath, frames: int = PATH_FRAMES, skip: int = 0) -> str:
+    """A call path on one line, call site first: ``sriov_del_vfs < sriov_disable < …``.
+
+    With ``skip``, the frames from ``frames`` up to ``skip`` (shared with
+    other paths listed next to it) are elided so that where it differs shows.
+    """
     if not path:
         return "(unknown path)"
-    return " < ".join(path[:frames]) + (" < …" if len(path) > frames else "")
+    if skip <= frames:
+        return " < ".join(path[:frames]) + (" < …" if len(path) > frames else "")
+    rest = path_label(path[skip:], 2) if skip < len(path) else ""
+    return " < ".join(path[: frames - 1]) + " < … < " + rest if rest else " < ".join(path)
+
+
+def path_labels(paths: list[CallPath]) -> list[str]:
+    """Labels for paths shown together: each one long enough to tell it from the others."""
+    shared = [
+        max((_common(p, q) for j, q in enumerate(paths) if j != i), default=0)
+        for i, p in enumerate(paths)
+    ]
+    return [path_label(p, skip=n) for p, n in zip(paths, shared, strict=True)]
+
+
+def _common(p: CallPath, q: CallPath) -> int:
+    """How many leading frames ``p`` and ``q`` share."""
+    n = 0
+    while n < min(len(p), len(q)) and p[n] == q[n]:
+        n += 1
+    return n
 
 
 def tally(d: Diff) -> str:
@@ -36,14 +60,17 @@ def tally(d: Diff) -> str:
     return (
         f"inversions: {len(d.inversions_fixed)} fixed, {len(d.inversions_introduced)} introduced, "
         f"{len(d.inversions_remaining)} remaining; nesting: {depth['better']} better, "
-        f"{depth['worse']} worse; orderings: {len(d.edges_added)} added, "
-        f"{len(d.edges_removed)} removed, {len(d.not_exercised)} not exercised"
+        f"{depth['worse']} worse; orderings: {len(d.edges_added) + len(d.paths_added)} added, "
+        f"{len(d.edges_removed) + len(d.paths_removed)} removed, "
+        f"{len(d.not_exercised)} not exercised, {len(d.new_coverage)} new coverage"
     )
 
 
 def render_diff(d: Diff, console: Console) -> None:
     """Verdict, the two traces, then inversions, nesting, orderings and timing."""
-    console.print(f"[{VERDICT_STYLE[d.verdict]}]verdict: {d.verdict}[/] ({tally(d)})")
+    console.print(
+        f"[{VERDICT_STYLE[d.verdict]}]verdict: {d.verdict}[/] ({tally(d)})", soft_wrap=True
+    )
     for label, traces in (("old", d.old), ("new", d.new)):
         for t in traces:
             console.print(f"  {label} {_trace_line(t)}")
@@ -60,15 +87,21 @@ def render_diff(d: Diff, console: Console) -> None:
     for c in d.depth_changes:
         _depth(console, c)
     for o in d.edges_added:
-        _ordering(console, "ADDED", o, "new edge")
+        _ordering(console, "EDGE ADDED", o)
     for o in d.edges_removed:
-        _ordering(console, "REMOVED", o, "edge gone")
-    if d.not_exercised:
-        console.print("\n[dim]NOT EXERCISED[/]: gone, but the new trace never took the lock there")
-        for o in d.not_exercised:
-            console.print(
-                f"  {escape(o.src)} -> {escape(o.dst)} ({o.level}) via {escape(path_label(o.path))}"
-            )
+        _ordering(console, "EDGE REMOVED", o)
+    _orderings(console, "PATHS ADDED: known edges the new trace also took on", d.paths_added)
+    _orderings(console, "PATHS REMOVED: the new trace ran these and no longer did", d.paths_removed)
+    _orderings(
+        console,
+        "NOT EXERCISED: gone, but the new trace never took the first lock on that call path",
+        d.not_exercised,
+    )
+    _orderings(
+        console,
+        "NEW COVERAGE: new, on call paths the old trace never took the first lock on",
+        d.new_coverage,
+    )
     if d.timing:
         _timing(console, d)
 
@@ -83,20 +116,23 @@ def _trace_line(t: dict[str, Any]) -> str:
 
 def _cycle(console: Console, title: str, c: CycleChange, evidence: bool) -> None:
     tags = [c.level]
-    if c.deadlocked:
-        tags.append("[red]deadlocked[/]")
+    for side, hung in (("old", c.deadlocked_old), ("new", c.deadlocked_new)):
+        if hung:
+            tags.append(f"[red]deadlocked in {side}[/]")
+    if c.gate:
+        tags.append(f"now always taken under {escape(c.gate)}")
     if not c.exercised and any(e.status == "added" for e in c.edges):
-        tags.append("the old trace never ran its new path")
+        tags.append("the old trace never ran its new call paths")
     arrow = " -> ".join(escape(n) for n in [*c.cycle, c.cycle[0]])
     console.print(f"\n{title}: {arrow}  ({', '.join(tags)})")
     for e in c.edges:
-        console.print(
-            f"  {escape(e.src)} -> {escape(e.dst)} [bold]{e.status}[/] "
-            f"via {escape(path_label(e.path))}"
-        )
+        console.print(f"  {escape(e.src)} -> {escape(e.dst)}: [bold]{e.status}[/]")
+        labels = path_labels([p.path for p in e.paths])
+        for p, label in zip(e.paths, labels, strict=True):
+            console.print(f"    {p.status:<14}{escape(label)}")
     if evidence:
         for e in c.edges:
-            _witness(console, e.witness)
+            _witness(console, e.witness, True)
 
 
 def _nesting(n: Nesting) -> str:
@@ -114,35 +150,45 @@ def _depth(console: Console, c: DepthChange) -> None:
         f"\n[{style}]NESTING {c.change.upper().replace('_', ' ')}[/]: [bold]{escape(lock)}[/] "
         f"via {escape(path_label(c.path))}: {_nesting(c.old)} -> {_nesting(c.new)}"
     )
-    for label, n in (("old", c.old), ("new", c.new)):
-        if n.stack:
-            _stack(console, f"{label}: {n.comm}/{n.tid} at:", n.stack)
+    label, n = ("new", c.new) if c.new.stack else ("old", c.old)
+    _stack(console, f"{label}: {n.comm}/{n.tid} at:", n.stack)
 
 
-def _ordering(console: Console, title: str, o: OrderingChange, alone: str) -> None:
-    extra = "" if o.edge_in_both else f", {alone}"
+def _ordering(console: Console, title: str, o: OrderingChange) -> None:
     console.print(
-        f"\n[bold]ORDERING {title}[/]: {escape(o.src)} -> {escape(o.dst)} ({o.level}{extra}) "
+        f"\n[bold]{title}[/]: {escape(o.src)} -> {escape(o.dst)} ({o.level}) "
         f"via {escape(path_label(o.path))}, {fmt_count(o.count)} time(s)"
     )
-    _witness(console, o.witness)
+    _witness(console, o.witness, True)
+
+
+def _orderings(console: Console, title: str, orderings: list[OrderingChange]) -> None:
+    """One line per ordering, under a title saying what they are."""
+    if not orderings:
+        return
+    head, _, rest = title.partition(":")
+    console.print(f"\n[bold]{head}[/]:{escape(rest)}")
+    for o in orderings:
+        console.print(
+            f"  {escape(o.src)} -> {escape(o.dst)} ({o.level}) via {escape(path_label(o.path))}"
+        )
 
 
 def _timing(console: Console, d: Diff) -> None:
-    table = Table(title="wait and hold times (old -> new)", title_justify="left")
-    for col in ("lock class", "count", "wait p50", "wait p99", "hold p50", "hold p99"):
-        table.add_column(col, justify="left" if col == "lock class" else "right")
-
-    def cell(old: int | None, new: int | None, fmt=fmt_ns) -> str:
-        if old is None or new is None:
-            return "-"
-        return f"{fmt(old)} -> {fmt(new)}"
-
+    table = Table(title="wait and hold times", title_justify="left", box=None)
+    table.add_column("lock class", overflow="fold")
+    for col in ("trace", "count", "wait p50", "wait p99", "hold p50", "hold p99"):
+        table.add_column(col, justify="left" if col == "trace" else "right", no_wrap=True)
     for t in d.timing:
-        table.add_row(
-            escape(t.lock_class),
-            cell(t.old["count"], t.new["count"], fmt_count),
-            *(cell(t.old[k], t.new[k]) for k in ("wait_p50", "wait_p99", "hold_p50", "hold_p99")),
-        )
+        for label, side in (("old", t.old), ("new", t.new)):
+            table.add_row(
+                escape(t.lock_class) if label == "old" else "",
+                label,
+                fmt_count(side["count"] or 0),
+                *(
+                    "-" if side[k] is None else fmt_ns(side[k])
+                    for k in ("wait_p50", "wait_p99", "hold_p50", "hold_p99")
+                ),
+            )
     console.print()
     console.print(table)
