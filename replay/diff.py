@@ -382,7 +382,9 @@ def _nesting_change(old: Nesting, new: Nesting) -> str | None:
 
 def _timing(a: Side, b: Side) -> list[Timing]:
     """Wait and hold quantiles of the classes both sides acquired."""
-    both = a.timing().join(b.timing(), how="inner", lsuffix=":old", rsuffix=":new")
+    both = a.timing().merge(
+        b.timing(), left_index=True, right_index=True, suffixes=(":old", ":new")
+    )
     out = []
     for cls, row in both.iterrows():
         side = {
