@@ -105,9 +105,13 @@ class Run:
     def _file(self, pos: int) -> str:
         return str(self.ev.traces[self.ev.file[pos]].path)
 
+    @cached_property
+    def _task_columns(self) -> tuple[list[int], list[str]]:
+        return self.ev.tasks["tid"].tolist(), self.ev.tasks["comm"].astype(str).tolist()
+
     def _task(self, task: int) -> tuple[int, str]:
-        row = self.ev.tasks.iloc[task]
-        return int(row.tid), str(row.comm)
+        tids, comms = self._task_columns
+        return tids[task], comms[task]
 
     def _lock_ref(self, hold: int) -> LockRef:
         h, ev = self.rp.holds, self.ev
