@@ -154,6 +154,22 @@ class Timing:
         return asdict(self)
 
 
+#: The sections of a :class:`Diff` that list changes, in JSON order.
+SECTIONS = (
+    "edges_added",
+    "edges_removed",
+    "paths_added",
+    "paths_removed",
+    "not_exercised",
+    "new_coverage",
+    "inversions_fixed",
+    "inversions_introduced",
+    "inversions_remaining",
+    "inversions_not_exercised",
+    "depth_changes",
+)
+
+
 @dataclass
 class Diff:
     """Everything ``diff`` found between an old and a new trace."""
@@ -178,19 +194,7 @@ class Diff:
     @property
     def summary(self) -> dict[str, int]:
         """How many entries each section holds."""
-        return {
-            "edges_added": len(self.edges_added),
-            "edges_removed": len(self.edges_removed),
-            "paths_added": len(self.paths_added),
-            "paths_removed": len(self.paths_removed),
-            "not_exercised": len(self.not_exercised),
-            "new_coverage": len(self.new_coverage),
-            "inversions_fixed": len(self.inversions_fixed),
-            "inversions_introduced": len(self.inversions_introduced),
-            "inversions_remaining": len(self.inversions_remaining),
-            "inversions_not_exercised": len(self.inversions_not_exercised),
-            "depth_changes": len(self.depth_changes),
-        }
+        return {name: len(getattr(self, name)) for name in SECTIONS}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,21 +203,6 @@ class Diff:
             "new": self.new[0] if len(self.new) == 1 else self.new,
             "summary": self.summary,
             "notes": self.notes,
-            **{
-                name: [x.to_dict() for x in getattr(self, name)]
-                for name in (
-                    "edges_added",
-                    "edges_removed",
-                    "paths_added",
-                    "paths_removed",
-                    "not_exercised",
-                    "new_coverage",
-                    "inversions_fixed",
-                    "inversions_introduced",
-                    "inversions_remaining",
-                    "inversions_not_exercised",
-                    "depth_changes",
-                    "timing",
-                )
-            },
+            **{name: [x.to_dict() for x in getattr(self, name)] for name in SECTIONS},
+            "timing": [t.to_dict() for t in self.timing],
         }
