@@ -101,6 +101,7 @@ def diff(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
     max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
     max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_listed: Annotated[int, typer.Option(help="Text: entries shown per section (0: all).")] = 50,
 ) -> None:
     """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse)."""
     from lktrace.replay.analyze import Options
@@ -115,7 +116,7 @@ def diff(
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        render_diff(result, out)
+        render_diff(result, out, max_listed)
     raise typer.Exit(1 if result.verdict == "worse" else 0)
 
 

@@ -256,8 +256,8 @@ def diff(old: Sequence[Trace], new: Sequence[Trace], opts: Options | None = None
     """Compare ``old`` with ``new`` (each one trace, or several merged)."""
     opts = replace(opts or Options(), level="both")
     a, b = Side(list(old), opts), Side(list(new), opts)
-    added = [_ordering(b, a, k) for k in sorted(b.orderings) if _only(k, b, a)]
-    gone = [_ordering(a, b, k) for k in sorted(a.orderings) if _only(k, a, b)]
+    added = [_ordering(b, a, k) for k in _only(b, a)]
+    gone = [_ordering(a, b, k) for k in _only(a, b)]
 
     fixed, unexercised, remaining, introduced = [], [], [], []
     for key, inv in a.cycles.items():
@@ -302,8 +302,11 @@ def _ran(side: Side, key: Key) -> bool:
     return (key[0], key[1], key[3]) in side.taken
 
 
-def _only(key: Key, side: Side, other: Side) -> bool:
-    return side.orderings[key].listed and key not in other.orderings
+def _only(side: Side, other: Side) -> list[Key]:
+    """The listed orderings of ``side`` that ``other`` lacks, sorted."""
+    return sorted(
+        k for k in side.orderings.keys() - other.orderings.keys() if side.orderings[k].listed
+    )
 
 
 def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,11 +17,13 @@ from lktrace.replay.changes import (
     Diff,
     Nesting,
     OrderingChange,
+    Timing,
 )
 from lktrace.replay.render import _stack, _witness
 
 VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "same": "bold"}
 PATH_FRAMES = 4  # call-path frames shown on one line
+T = TypeVar("T")
 
 
 def path_label(path: CallPath, frames: int = PATH_FRAMES, skip: int = 0) -> str:
@@ -66,8 +69,11 @@ def tally(d: Diff) -> str:
     )
 
 
-def render_diff(d: Diff, console: Console) -> None:
-    """Verdict, the two traces, then inversions, nesting, orderings and timing."""
+def render_diff(d: Diff, console: Console, limit: int = 50) -> None:
+    """Verdict, the two traces, then inversions, nesting, orderings and timing.
+
+    Each section lists at most ``limit`` entries (0: all); JSON has them all.
+    """
     console.print(
         f"[{VERDICT_STYLE[d.verdict]}]verdict: {d.verdict}[/] ({tally(d)})", soft_wrap=True
     )
@@ -76,34 +82,47 @@ def render_diff(d: Diff, console: Console) -> None:
             console.print(f"  {label} {_trace_line(t)}")
     for note in d.notes:
         console.print(f"  [yellow]note:[/] {escape(note)}")
+
+    def capped(items: Sequence[T]) -> Sequence[T]:
+        return items[:limit] if limit else items
+
+    def more(items: Sequence[object]) -> None:
+        if limit and len(items) > limit:
+            console.print(f"  [dim]… {len(items) - limit} more (--format json lists all)[/]")
+
     for title, style, changes in (
         ("INTRODUCED", "bold red", d.inversions_introduced),
         ("FIXED", "bold green", d.inversions_fixed),
         ("REMAINING", "bold yellow", d.inversions_remaining),
         ("NOT EXERCISED", "dim", d.inversions_not_exercised),
     ):
-        for i, c in enumerate(changes, 1):
+        for i, c in enumerate(capped(changes), 1):
             _cycle(console, f"[{style}]INVERSION {title} {i}[/]", c, evidence=title != "REMAINING")
-    for c in d.depth_changes:
+        more(changes)
+    for c in capped(d.depth_changes):
         _depth(console, c)
-    for o in d.edges_added:
-        _ordering(console, "EDGE ADDED", o)
-    for o in d.edges_removed:
-        _ordering(console, "EDGE REMOVED", o)
-    _orderings(console, "PATHS ADDED: known edges the new trace also took on", d.paths_added)
-    _orderings(console, "PATHS REMOVED: the new trace ran these and no longer did", d.paths_removed)
-    _orderings(
-        console,
-        "NOT EXERCISED: gone, but the new trace never took the first lock on that call path",
-        d.not_exercised,
-    )
-    _orderings(
-        console,
-        "NEW COVERAGE: new, on call paths the old trace never took the first lock on",
-        d.new_coverage,
-    )
+    more(d.depth_changes)
+    for title, orderings in (("EDGE ADDED", d.edges_added), ("EDGE REMOVED", d.edges_removed)):
+        for o in capped(orderings):
+            _ordering(console, title, o)
+        more(orderings)
+    for title, orderings in (
+        ("PATHS ADDED: known edges the new trace also took on", d.paths_added),
+        ("PATHS REMOVED: the new trace ran these and no longer did", d.paths_removed),
+        (
+            "NOT EXERCISED: gone, but the new trace never took the first lock on that call path",
+            d.not_exercised,
+        ),
+        (
+            "NEW COVERAGE: new, on call paths the old trace never took the first lock on",
+            d.new_coverage,
+        ),
+    ):
+        _orderings(console, title, capped(orderings))
+        more(orderings)
     if d.timing:
-        _timing(console, d)
+        _timing(console, capped(d.timing))
+        more(d.timing)
 
 
 def _trace_line(t: dict[str, Any]) -> str:
@@ -162,7 +181,7 @@ def _ordering(console: Console, title: str, o: OrderingChange) -> None:
     _witness(console, o.witness, True)
 
 
-def _orderings(console: Console, title: str, orderings: list[OrderingChange]) -> None:
+def _orderings(console: Console, title: str, orderings: Sequence[OrderingChange]) -> None:
     """One line per ordering, under a title saying what they are."""
     if not orderings:
         return
@@ -174,12 +193,12 @@ def _orderings(console: Console, title: str, orderings: list[OrderingChange]) ->
         )
 
 
-def _timing(console: Console, d: Diff) -> None:
+def _timing(console: Console, timing: Sequence[Timing]) -> None:
     table = Table(title="wait and hold times", title_justify="left", box=None)
     table.add_column("lock class", overflow="fold")
     for col in ("trace", "count", "wait p50", "wait p99", "hold p50", "hold p99"):
         table.add_column(col, justify="left" if col == "trace" else "right", no_wrap=True)
-    for t in d.timing:
+    for t in timing:
         for label, side in (("old", t.old), ("new", t.new)):
             table.add_row(
                 escape(t.lock_class) if label == "old" else "",
