@@ -86,7 +86,7 @@ class Run:
         self.ev: Events = load_events(traces)
         self.no_releases = [t.path.name for t in traces if t.meta.extra.get("releases") == "no"]
         self.rp: Replay = pair(self.ev)
-        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds)
+        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds, self.rp.depth_before)
         if self.no_releases:  # held sets are unknown without release events
             self.pairs = Pairs(self.pairs.hold[:0], self.pairs.attempt[:0])
         levels = ("class", "instance") if opts.level == "both" else (opts.level,)
