@@ -195,7 +195,10 @@ class Side:
         where = np.where(h.origin[nested] >= 0, h.origin[nested], h.start[nested])
         stuck = rp.pending[rp.depth_before[rp.pending] > 0]
         exceeded = h.depth[nested] > run.opts.max_depth
-        kind = np.r_[np.where(exceeded, 3, 2), np.full(len(stuck), 4)]  # NESTING_KINDS index
+        reentrant, too_deep, stuck_kind = (
+            NESTING_KINDS.index(k) for k in ("reentrant", "depth_exceeded", "self_deadlock")
+        )
+        kind = np.r_[np.where(exceeded, too_deep, reentrant), np.full(len(stuck), stuck_kind)]
         df = pd.DataFrame(
             {
                 "inst": np.r_[h.inst[nested], ev.inst[stuck]],
