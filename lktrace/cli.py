@@ -54,7 +54,7 @@ def analyze(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or dot.")] = "text",
     level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
     max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
-    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 200,
     lock_class: Annotated[
         list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
     ] = None,
@@ -86,7 +86,7 @@ def analyze(
         since_s=since,
         until_s=until,
     )
-    result = run([read_trace(p) for p in expand_traces(traces)], opts)
+    result = run((read_trace(p) for p in expand_traces(traces)), opts, drop_tables=True)
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -154,6 +154,24 @@ def simulate(
     except SimError as e:
         raise UsageError(str(e)) from e
     out.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[str, typer.Option(help="Simulated scenario; see simulate --list.")] = (
+        "stock-deadlock"
+    ),
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Keep the trace in this file.")
+    ] = None,
+) -> None:
+    """Simulate the SR-IOV AB-BA race and analyse it: the newcomer's first command."""
+    from lktrace.demo import run_demo
+    from lktrace.sim import SCENARIOS
+
+    if scenario not in SCENARIOS or scenario == "scale":
+        raise UsageError(f"unknown demo scenario {scenario!r}; see 'lktrace simulate --list'")
+    run_demo(out, scenario, output)
 
 
 def main() -> None:

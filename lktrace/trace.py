@@ -272,7 +272,9 @@ def read_trace(path: str | Path) -> Trace:
         table = pq.read_table(path, columns=present, read_dictionary=string_cols)
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
-    table = conform(table, path)
+    # Each row group brings its own dictionaries; one per column lets
+    # group-bys and joins run across row groups.
+    table = conform(table, path).unify_dictionaries()
     top = pc.max(table["stack_id"]).as_py()
     if top is not None and meta.stacks and top >= len(meta.stacks):
         raise TraceError(

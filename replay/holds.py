@@ -54,22 +54,31 @@ def pair(ev: Events) -> Replay:
     """Replay ``ev`` into hold intervals and the unmatched events."""
     n = len(ev)
     n_inst = int(ev.inst.max()) + 1 if n else 1
-    g_order = np.argsort(ev.task.astype(np.int64) * n_inst + ev.inst, kind="stable")
-    gkey = ev.task[g_order].astype(np.int64) * n_inst + ev.inst[g_order]
+    gkey = ev.task.astype(np.int64) * n_inst + ev.inst
+    g_order = np.argsort(gkey, kind="stable").astype(np.int32)
+    gkey = gkey[g_order]
     gstart = np.r_[True, gkey[1:] != gkey[:-1]] if n else np.zeros(0, bool)
-    gid = np.cumsum(gstart) - 1
+    del gkey
+    gid = np.cumsum(gstart, dtype=np.int32) - 1
     e = ev.event[g_order]
 
-    x = (e == ACQUIRED).astype(np.int64) - (e == RELEASED)
-    run = np.cumsum(x)
+    x = (e == ACQUIRED).astype(np.int32) - (e == RELEASED)
+    run = np.cumsum(x, dtype=np.int32)
     run -= (run - x)[gstart][gid]  # running count within the group
-    big = 2 * (n + 1)  # keeps each group's minimum from leaking into the next
-    low = np.minimum(np.minimum.accumulate(run - gid * big) + gid * big, 0)
+    # Per-group running minimum: shifting each group far below the previous one
+    # keeps a group's minimum from leaking into the next.
+    shift = gid.astype(np.int64) * (2 * (n + 1))
+    low = np.minimum.accumulate(run - shift)
+    low += shift
+    del shift
+    low = np.minimum(low, 0).astype(np.int32)
     depth = run - low
+    del run
     low_before = np.where(gstart, 0, np.r_[0, low[:-1]])
     excess = (x == -1) & (low < low_before)
+    del low, low_before
     matched = (x == -1) & ~excess
-    depth_before = np.empty(n, np.int64)
+    depth_before = np.empty(n, np.int32)
     depth_before[g_order] = depth - np.where(excess, 0, x)  # excess: no change
 
     # A matched release closes the open acquisition at its level, bracket-style.

@@ -106,8 +106,16 @@ def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> N
     console.print(f"  tasks: {escape(tasks)}")
     if len(inv.edges) == 2:
         _scenario(console, inv.edges)
-    for w in inv.edges:
+    for i, w in enumerate(inv.edges):
         _witness(console, w, several)
+        others = inv.paths[i][1:] if i < len(inv.paths) else []
+        if others:
+            console.print("    the same edge on other paths:")
+        for o in others:
+            console.print(
+                f"      {escape(o.comm)}/{o.tid}: {escape(o.src_name)} at {escape(o.held_caller)}"
+                f", then {escape(o.dst_name)} at {escape(o.caller)}"
+            )
 
 
 def _scenario(console: Console, edges: list[Witness]) -> None:

@@ -61,17 +61,17 @@ def simulate(name: str, path: str | Path, seed: int = 0, **params: int) -> Path:
     """Write scenario ``name`` with ``seed`` to ``path``; same seed, same file."""
     scenario = SCENARIOS.get(name)
     if scenario is None:
-        raise SimError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+        raise SimError(f"unknown scenario {name!r}; 'lktrace simulate --list' lists them")
     unknown = sorted(set(params) - set(scenario.params))
     if unknown:
         takes = ", ".join("--" + p for p in scenario.params) or "no parameters"
         raise SimError(
             f"scenario {name!r} takes no {', '.join('--' + p for p in unknown)} (it takes {takes})"
         )
+    if seed < 0:
+        raise SimError("the seed must be 0 or more")
     path = Path(path)
     try:
         return scenario.write(path, seed, command_line(name, path, seed, **params), **params)
-    except SimError:
-        raise
     except ValueError as e:
         raise SimError(f"{name}: {e}") from e

@@ -21,12 +21,14 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from lktrace.trace import COLUMNS, SCHEMA, StackTable
+from lktrace.sim.meta import sim_meta
+from lktrace.trace import COLUMNS, SCHEMA, StackTable, write_trace
 
 US = 1_000
 MS = 1_000_000
@@ -143,7 +145,6 @@ class Task:
     frames: list[str] = field(default_factory=list)
     next_op: Op | _Grant | None = None
     waiting: Mutex | None = None
-    done: bool = False
 
 
 @dataclass
@@ -188,7 +189,6 @@ class Engine:
         body: Iterator[Op],
         start_ns: int,
         tid: int | None = None,
-        cpu: int | None = None,
         after: Task | None = None,
     ) -> Task:
         """Add a task starting ``start_ns`` after the run's start, or after ``after`` ends."""
@@ -196,7 +196,7 @@ class Engine:
             comm=comm,
             pid=pid,
             tid=pid if tid is None else tid,
-            cpu=int(self.rng.integers(self.cpus)) if cpu is None else cpu,
+            cpu=int(self.rng.integers(self.cpus)),
             ops=body,
             at=start_ns if after is not None else self.start_ns + start_ns,
             after=after,
@@ -218,6 +218,13 @@ class Engine:
             self.now = max(self.now, task.at)
             self._step(task)
 
+    def write(self, path: str | Path, **meta: Any) -> Path:
+        """Write the events to ``path``; ``meta`` are :func:`~lktrace.sim.meta.sim_meta`'s."""
+        ts = self.events.columns["ts_ns"]
+        duration = (ts[-1] - self.start_ns if ts else 0) + 5 * MS
+        trace_meta = sim_meta(duration_ns=duration, stacks=self.stacks.stacks, **meta)
+        return write_trace(path, self.events.table(), trace_meta)
+
     def _ready(self, task: Task) -> bool:
         return task.next_op is not None and task.waiting is None and task.after is None
 
@@ -236,8 +243,7 @@ class Engine:
             else:
                 task.next_op = op
                 return
-        task.next_op = None
-        task.done = True
+        task.next_op = None  # finished
         for other in self.tasks:
             if other.after is task:
                 other.at += task.at
@@ -291,7 +297,7 @@ class Engine:
         key = (tuple(frames), api)
         sid = self._stack_ids.get(key)
         if sid is None:
-            callees = [*frames[1:], api]
+            callees = [*frames[1:], api] if frames else []
             stack = [frame(api, "")] + [
                 frame(f, c) for f, c in zip(reversed(frames), reversed(callees), strict=True)
             ]
@@ -315,8 +321,3 @@ class Engine:
             caller=caller,
             stack_id=sid,
         )
-
-    @property
-    def blocked(self) -> list[Task]:
-        """Tasks left waiting for a lock when the run ended."""
-        return [t for t in self.tasks if t.waiting is not None]

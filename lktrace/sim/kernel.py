@@ -7,8 +7,10 @@ every lock is taken where the real one is, through the API a probe sees
 (``device_lock()`` is inline, so its events are ``mutex_lock`` called from the
 function that inlines it).
 
-The two kernels differ only in :class:`Flavor`; each difference names the
-commit or patch it follows.
+Both kernels carry 05703271c3cd ("PCI/IOV: Add PCI rescan-remove locking when
+enabling/disabling SR-IOV"): ``sriov_add_vfs()``/``sriov_del_vfs()`` take the
+rescan lock under the PF's device_lock.  They differ only in :class:`Flavor`,
+each field naming the v14 patch it follows.
 """
 
 from __future__ import annotations
@@ -40,10 +42,6 @@ class Flavor:
     #: pci_rescan_remove_lock in remove_store": kill_device() and
     #: device_release_driver() before pci_stop_and_remove_bus_device_locked().
     remove_unbinds_first: bool
-    #: Both kernels carry 05703271c3cd ("PCI/IOV: Add PCI rescan-remove locking
-    #: when enabling/disabling SR-IOV"): sriov_add_vfs()/sriov_del_vfs() take
-    #: the rescan lock under the PF's device_lock.
-    sriov_takes_rescan: bool = True
 
 
 STOCK = Flavor(
@@ -218,27 +216,22 @@ def __device_release_driver(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield Delay(10 * US, 40 * US)
 
 
-@kfunc
 def device_release_driver(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from device_release_driver_internal(k, dev)
-
-
-@kfunc
-def device_driver_detach(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from device_release_driver_internal(k, dev)
+    """Unbind ``dev`` from its driver, if it has one."""
+    yield from call(("device_release_driver",), device_release_driver_internal(k, dev))
 
 
 @kfunc
 def unbind_store(k: Kernel, drv: Driver, dev: PciDev) -> Iterator[Op]:
     yield Delay(3 * US, 10 * US)
     if dev.driver is drv:
-        yield from device_driver_detach(k, dev)
+        yield from call(("device_driver_detach",), device_release_driver_internal(k, dev))
 
 
 @kfunc
 def device_del(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield from device_lock(dev)
-    yield Delay(1 * US, 3 * US)
+    yield Delay(1 * US, 3 * US)  # kill_device()
     yield from device_unlock(dev)
     yield Delay(20 * US, 80 * US)
 
@@ -257,15 +250,11 @@ def __device_attach(k: Kernel, dev: PciDev, drv: Driver | None) -> Iterator[Op]:
 
 @kfunc
 def pci_stop_dev(k: Kernel, dev: PciDev) -> Iterator[Op]:
+    # device_release_driver() takes device_lock even when no driver is bound.
     if dev.added:
         yield Delay(40 * US, 150 * US)
         yield from device_release_driver(k, dev)
         dev.added = False
-
-
-@kfunc
-def pci_stop_bus_device(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from pci_stop_dev(k, dev)
 
 
 @kfunc
@@ -275,14 +264,10 @@ def pci_destroy_dev(k: Kernel, dev: PciDev) -> Iterator[Op]:
 
 
 @kfunc
-def pci_remove_bus_device(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from pci_destroy_dev(k, dev)
-
-
-@kfunc
 def pci_stop_and_remove_bus_device(k: Kernel, dev: PciDev) -> Iterator[Op]:
-    yield from pci_stop_bus_device(k, dev)
-    yield from pci_remove_bus_device(k, dev)
+    # Neither an SR-IOV PF nor a VF has a subordinate bus to recurse into.
+    yield from call(("pci_stop_bus_device",), pci_stop_dev(k, dev))
+    yield from call(("pci_remove_bus_device",), pci_destroy_dev(k, dev))
 
 
 @kfunc
@@ -296,6 +281,8 @@ def pci_stop_and_remove_bus_device_locked(k: Kernel, dev: PciDev) -> Iterator[Op
 def remove_store(k: Kernel, dev: PciDev) -> Iterator[Op]:
     yield Delay(5 * US, 15 * US)
     if k.flavor.remove_unbinds_first:
+        # v14 2/2: kill_device() under device_lock, then unbind, and only
+        # then the rescan lock.
         yield from device_lock(dev)
         yield Delay(1 * US, 3 * US)
         yield from device_unlock(dev)
@@ -324,23 +311,16 @@ def pci_iov_remove_virtfn(k: Kernel, pf: PciDev, vf: PciDev) -> Iterator[Op]:
 
 @kfunc
 def sriov_del_vfs(k: Kernel, pf: PciDev) -> Iterator[Op]:
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_lock_rescan_remove(k)
+    yield from pci_lock_rescan_remove(k)  # 05703271c3cd, in both kernels
     for vf in list(pf.vfs):
         yield from pci_iov_remove_virtfn(k, pf, vf)
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_unlock_rescan_remove(k)
+    yield from pci_unlock_rescan_remove(k)
 
 
 @kfunc
 def sriov_disable(k: Kernel, pf: PciDev) -> Iterator[Op]:
     yield from sriov_del_vfs(k, pf)
     yield Delay(1000 * MS, 1004 * MS)  # ssleep(1) after clearing VF Enable
-
-
-@kfunc
-def pci_disable_sriov(k: Kernel, pf: PciDev) -> Iterator[Op]:
-    yield from sriov_disable(k, pf)
 
 
 @kfunc
@@ -352,23 +332,16 @@ def pci_iov_add_virtfn(k: Kernel, pf: PciDev, vf_driver: Driver | None) -> Itera
 
 @kfunc
 def sriov_add_vfs(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_lock_rescan_remove(k)
+    yield from pci_lock_rescan_remove(k)  # 05703271c3cd, in both kernels
     for _ in range(num_vfs):
         yield from pci_iov_add_virtfn(k, pf, IAVF)
-    if k.flavor.sriov_takes_rescan:
-        yield from pci_unlock_rescan_remove(k)
+    yield from pci_unlock_rescan_remove(k)
 
 
 @kfunc
 def sriov_enable(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
     yield Delay(100 * MS, 102 * MS)  # msleep(100) after setting VF Enable
     yield from sriov_add_vfs(k, pf, num_vfs)
-
-
-@kfunc
-def pci_enable_sriov(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
-    yield from sriov_enable(k, pf, num_vfs)
 
 
 @kfunc
@@ -386,7 +359,7 @@ def sriov_numvfs_store(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
 
 @kfunc
 def ice_free_vfs(k: Kernel, pf: PciDev) -> Iterator[Op]:
-    yield from pci_disable_sriov(k, pf)
+    yield from call(("pci_disable_sriov",), sriov_disable(k, pf))
     yield from locked(pf.locks["table_lock"], Delay(20 * US, 60 * US))
 
 
@@ -401,7 +374,7 @@ def ice_remove(k: Kernel, pf: PciDev) -> Iterator[Op]:
 @kfunc
 def ice_ena_vfs(k: Kernel, pf: PciDev, num_vfs: int) -> Iterator[Op]:
     yield Delay(200 * US, 600 * US)
-    yield from pci_enable_sriov(k, pf, num_vfs)
+    yield from call(("pci_enable_sriov",), sriov_enable(k, pf, num_vfs))
 
 
 @kfunc
@@ -508,7 +481,7 @@ def udev_reads(k: Kernel, times: int) -> Iterator[Op]:
     for _ in range(times):
         path = (*SYSCALL, "__x64_sys_read", "ksys_read", "vfs_read")
         yield from call(path, seq_read_iter(m_lock, of_mutex))
-        yield Delay(300 * US, 3 * MS)
+        yield Delay(5 * MS, 55 * MS)
 
 
 @kfunc
@@ -521,25 +494,19 @@ def rtnl_unlock(k: Kernel) -> Iterator[Op]:
     yield Unlock(k.rtnl, "mutex_unlock")
 
 
-@kfunc
-def linkwatch_event(k: Kernel) -> Iterator[Op]:
+def under_rtnl(k: Kernel, work: Delay) -> Iterator[Op]:
+    """``rtnl_lock()``, ``work``, ``rtnl_unlock()``."""
     yield from rtnl_lock(k)
-    yield Delay(5 * US, 40 * US)
+    yield work
     yield from rtnl_unlock(k)
 
 
 def linkwatch_work(k: Kernel, times: int) -> Iterator[Op]:
     """A kworker running the link-watch work item under the RTNL."""
     for _ in range(times):
-        yield from call((*KTHREAD, "worker_thread", "process_one_work"), linkwatch_event(k))
-        yield Delay(1 * MS, 10 * MS)
-
-
-@kfunc
-def rtnetlink_rcv_msg(k: Kernel) -> Iterator[Op]:
-    yield from rtnl_lock(k)
-    yield Delay(10 * US, 80 * US)
-    yield from rtnl_unlock(k)
+        path = (*KTHREAD, "worker_thread", "process_one_work", "linkwatch_event")
+        yield from call(path, under_rtnl(k, Delay(5 * US, 40 * US)))
+        yield Delay(20 * MS, 180 * MS)
 
 
 def netlink_requests(k: Kernel, times: int) -> Iterator[Op]:
@@ -553,7 +520,8 @@ def netlink_requests(k: Kernel, times: int) -> Iterator[Op]:
         "netlink_sendmsg",
         "netlink_unicast",
         "netlink_rcv_skb",
+        "rtnetlink_rcv_msg",
     )
     for _ in range(times):
-        yield from call(path, rtnetlink_rcv_msg(k))
-        yield Delay(2 * MS, 20 * MS)
+        yield from call(path, under_rtnl(k, Delay(10 * US, 80 * US)))
+        yield Delay(30 * MS, 270 * MS)

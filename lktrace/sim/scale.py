@@ -96,17 +96,17 @@ class Scale:
         while sum(sizes) < self.tasks:
             sizes.append(int(rng.integers(1, 5)))
         sizes[-1] -= sum(sizes) - self.tasks
-        tid, pids, comms, names = 3000, [], [], []
+        tid, pids, comms = 3000, [], []
+        names: dict[str, int] = {}  # a dictionary holds each comm once
         for p, size in enumerate(sizes):
             name = _COMMS[p % len(_COMMS)].format(p)
             pids += [tid] * size
-            comms += [len(names)] * size
-            names.append(name)
+            comms += [names.setdefault(name, len(names))] * size
             tid += size + int(rng.integers(1, 40))
         self.pid = np.array(pids, dtype=np.int32)
         self.tid = (self.pid + np.concatenate([np.arange(s) for s in sizes])).astype(np.int32)
         self.comm_idx = np.array(comms, dtype=np.int32)
-        self.comms = pa.array(names)
+        self.comms = pa.array(list(names))
         self.cpu = rng.integers(0, 8, self.tasks).astype(np.int32)
 
     def _pairs(self, rng: np.random.Generator, k: int) -> np.ndarray:
@@ -145,10 +145,14 @@ def _sections(rng: np.random.Generator, s: Scale, n: int) -> dict[str, np.ndarra
     }
 
 
-def _inject(rng: np.random.Generator, s: Scale, sec: dict[str, np.ndarray]) -> None:
-    """Make sections take each pair forward and reversed, by two different tasks."""
+def _inject(rng: np.random.Generator, s: Scale, sec: dict[str, np.ndarray], target: int) -> None:
+    """Make sections take each pair forward and reversed, by two different tasks.
+
+    The sections chosen are among the first ``target // 14 - 1``: at no more
+    than 14 events each, :func:`_fit` keeps them all.
+    """
     k = len(s.pairs)
-    rows = rng.choice(int(len(sec["task"]) * 0.8), size=2 * k, replace=False)
+    rows = rng.choice(target // _SLOTS - 1, size=2 * k, replace=False)
     forward, reverse = rows[:k], rows[k:]
     sec["chain"][rows] = s.locks
     sec["chain"][forward, :2] = s.pairs
@@ -268,8 +272,8 @@ def write_scale(
         raise ValueError("needs at least 2 tasks")
     if not 8 <= locks <= MAX_LOCKS:
         raise ValueError(f"takes 8 to {MAX_LOCKS} locks")
-    if inversions < 0 or events < 64 + 16 * inversions:
-        raise ValueError(f"{inversions} inversions need at least {64 + 16 * inversions} events")
+    if inversions < 0 or events < 64 + 28 * inversions:
+        raise ValueError(f"{inversions} inversions need at least {64 + 28 * inversions} events")
     s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions)
     t = BOOT_NS + (seed % 997) * 7_000_000
     with TraceWriter(path, row_group_size=CHUNK) as w:
@@ -278,7 +282,7 @@ def write_scale(
             rng = np.random.default_rng([seed, chunk])
             sec = _sections(rng, s, int(target / _EVENTS_PER_SECTION * 1.05) + 16)
             if chunk == 0:
-                _inject(rng, s, sec)
+                _inject(rng, s, sec, target)
             table = _events(rng, s, _fit(sec, target, locks), start, t)
             t = int(table["ts_ns"][-1].as_py())
             w.write(table)

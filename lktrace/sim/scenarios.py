@@ -14,8 +14,6 @@ from pathlib import Path
 from lktrace.sim import kernel as kn
 from lktrace.sim.engine import MS, US, Engine
 from lktrace.sim.kernel import IAVF, STOCK, V14, Flavor, Kernel
-from lktrace.sim.meta import sim_meta
-from lktrace.trace import write_trace
 
 #: CLOCK_MONOTONIC of the first event: about half an hour after boot.
 BOOT_NS = 1_843_000_000_000
@@ -35,24 +33,21 @@ class PathScenario:
         k = Kernel(self.flavor, heap_seed=seed)
         self.build(eng, k)
         eng.run()
-        ts = eng.events.columns["ts_ns"]
-        meta = sim_meta(
+        return eng.write(
+            path,
             kernel=self.flavor.release,
             kernel_version=self.flavor.version,
             scenario=name,
             seed=seed,
             command=command,
-            duration_ns=(ts[-1] - eng.start_ns if ts else 0) + 5 * MS,
-            stacks=eng.stacks.stacks,
         )
-        return write_trace(path, eng.events.table(), meta)
 
 
 def background(eng: Engine, k: Kernel, span_ms: int) -> None:
     """Unrelated lock traffic over about ``span_ms``: udev, link watch, NetworkManager."""
-    eng.spawn("systemd-udevd", 431, kn.udev_reads(k, 2 + span_ms // 400), eng.jitter(0, MS))
-    eng.spawn("kworker/u8:2", 1187, kn.linkwatch_work(k, 1 + span_ms // 900), eng.jitter(0, MS))
-    nm_requests = kn.netlink_requests(k, 1 + span_ms // 700)
+    eng.spawn("systemd-udevd", 431, kn.udev_reads(k, 2 + span_ms // 30), eng.jitter(0, MS))
+    eng.spawn("kworker/u8:2", 1187, kn.linkwatch_work(k, 1 + span_ms // 100), eng.jitter(0, MS))
+    nm_requests = kn.netlink_requests(k, 1 + span_ms // 150)
     eng.spawn("NetworkManager", 812, nm_requests, eng.jitter(0, 2 * MS), tid=845)
 
 
@@ -76,7 +71,8 @@ def stock_deadlock(eng: Engine, k: Kernel) -> None:
     start = 200 * US + eng.jitter(0, 300 * US)
     eng.spawn("bash", 2417, kn.echo_remove(k, pf), start)
     eng.spawn("bash", 2431, kn.echo_unbind(k, pf), start + eng.jitter(2 * US, 20 * US))
-    background(eng, k, 40)
+    # The rest of the machine carries on for a while after the two hang.
+    background(eng, k, 300)
 
 
 def stock_sequential(eng: Engine, k: Kernel) -> None:
