@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lktrace.console import out
-from lktrace.trace import TraceError, read_trace
+from lktrace.trace import TraceError, read_meta, read_trace
 
 app = typer.Typer(
     add_completion=False,
@@ -111,8 +111,11 @@ def diff(
     if fmt not in ("text", "json"):
         raise UsageError(f"--format must be text or json, not {fmt!r}")
     opts = Options(max_depth=max_depth, max_cycles=max_cycles)
-    sides = [[read_trace(p) for p in expand_traces([side])] for side in (old, new)]
-    result = compare(*sides, opts)
+    files = [expand_traces([side]) for side in (old, new)]
+    for p in files[1]:  # a bad new file fails before the old side is analysed
+        read_meta(p)
+    sides = [(read_trace(p) for p in side) for side in files]
+    result = compare(*sides, opts, drop_tables=True)
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:

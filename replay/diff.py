@@ -20,7 +20,7 @@ edges was removed that way.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -79,8 +79,8 @@ class Ordering:
 class Side:
     """One side of the diff, analysed and keyed by names and call paths."""
 
-    def __init__(self, traces: list[Trace], opts: Options) -> None:
-        self.run = run = Run(traces, opts)
+    def __init__(self, traces: Iterable[Trace], opts: Options, drop_tables: bool) -> None:
+        self.run = run = Run(traces, opts, drop_tables)
         self.analysis = run.analysis()
         self.notes: list[str] = list(self.analysis.notes)
         ev = run.ev
@@ -140,29 +140,36 @@ class Side:
         """Every ordering of both graphs, by key."""
         run = self.run
         orderings: dict[Key, Ordering] = {}
+        width = max(len(self.paths), 1)
         for graph in run.graphs.values():
-            keys = self.cls_key if graph.level == "class" else self.inst_key
+            keys = np.asarray(self.cls_key if graph.level == "class" else self.inst_key, object)
             occ = graph.occurrences
-            df = pd.DataFrame(
-                {
-                    "edge": np.repeat(np.arange(len(graph)), graph.count),
-                    "path": self.hold_path[run.pairs.hold[occ]],
-                    "pair": occ,
-                }
+            edge = np.repeat(np.arange(len(graph), dtype=np.int64), graph.count)
+            combo = edge * width + self.hold_path[run.pairs.hold[occ]]
+            uniq, first, count = np.unique(combo, return_index=True, return_counts=True)
+            e, path = uniq // width, uniq % width
+            src, dst = graph.src[e], graph.dst[e]
+            listed = (
+                np.ones(len(e), bool)
+                if graph.level == "class"
+                else self.inst_cls[src] == self.inst_cls[dst]
             )
-            by_path = df.groupby(["edge", "path"], sort=False)["pair"].agg(["first", "size"])
-            for (e, p), pair, count in zip(
-                by_path.index, by_path["first"], by_path["size"], strict=True
+            # two anonymous locks of one class have the same key: nothing to match them by
+            keep = np.flatnonzero(keys[src] != keys[dst])
+            for s, d, p, pair, n, shown in zip(
+                keys[src[keep]].tolist(),
+                keys[dst[keep]].tolist(),
+                path[keep].tolist(),
+                occ[first[keep]].tolist(),
+                count[keep].tolist(),
+                listed[keep].tolist(),
+                strict=True,
             ):
-                s, d = int(graph.src[e]), int(graph.dst[e])
-                if keys[s] == keys[d]:
-                    continue  # two anonymous locks of one class: nothing to match them by
-                key = (graph.level, keys[s], keys[d], self.paths[p])
+                key = (graph.level, s, d, self.paths[p])
                 if key in orderings:
-                    orderings[key].count += int(count)
-                    continue
-                listed = graph.level == "class" or self.inst_cls[s] == self.inst_cls[d]
-                orderings[key] = Ordering(graph, int(pair), int(count), listed)
+                    orderings[key].count += n
+                else:
+                    orderings[key] = Ordering(graph, pair, n, shown)
         return orderings
 
     @staticmethod
@@ -255,10 +262,18 @@ class Side:
         return q
 
 
-def diff(old: Sequence[Trace], new: Sequence[Trace], opts: Options | None = None) -> Diff:
-    """Compare ``old`` with ``new`` (each one trace, or several merged)."""
+def diff(
+    old: Iterable[Trace],
+    new: Iterable[Trace],
+    opts: Options | None = None,
+    drop_tables: bool = False,
+) -> Diff:
+    """Compare ``old`` with ``new`` (each one trace, or several merged).
+
+    ``drop_tables`` empties each trace's table once read, as in ``analyze``.
+    """
     opts = replace(opts or Options(), level="both")
-    a, b = Side(list(old), opts), Side(list(new), opts)
+    a, b = Side(old, opts, drop_tables), Side(new, opts, drop_tables)
     added = [_ordering(b, a, k) for k in _only(b, a)]
     gone = [_ordering(a, b, k) for k in _only(a, b)]
 
