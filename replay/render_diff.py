@@ -34,7 +34,7 @@ def path_label(path: CallPath, frames: int = PATH_FRAMES, skip: int = 0) -> str:
     """
     if not path:
         return "(unknown path)"
-    if skip <= frames:
+    if skip < frames:
         return " < ".join(path[:frames]) + (" < …" if len(path) > frames else "")
     rest = path_label(path[skip:], 2) if skip < len(path) else ""
     return " < ".join(path[: frames - 1]) + " < … < " + rest if rest else " < ".join(path)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from lktrace.cli import app, expand_traces
 from lktrace.replay.analyze import Options
 from lktrace.replay.diff import call_path, diff, symbol
+from lktrace.replay.render_diff import path_labels
 from lktrace.trace import StackTable, Trace, TraceMeta, read_trace, write_trace
 
 R = "pci_rescan_remove_lock"
@@ -126,6 +127,16 @@ def test_symbols_and_call_paths():
     whole = ("mutex_lock", "sriov_numvfs_store", "dev_attr_store")
     assert call_path("somewhere_else+0x8", stack) == whole
     assert call_path("remove_store+0x1c", []) == ("remove_store",)
+
+
+def test_path_labels_show_where_paths_part():
+    via_unbind = ("sriov_del_vfs", "sriov_disable", "pci_disable_sriov", "ice_free_vfs", *UNBIND)
+    via_remove = (*via_unbind[:4], *REMOVE)
+    assert path_labels([via_unbind, via_remove]) == [
+        "sriov_del_vfs < sriov_disable < pci_disable_sriov < … < unbind_store < drv_attr_store < …",
+        "sriov_del_vfs < sriov_disable < pci_disable_sriov < … < remove_store < dev_attr_store < …",
+    ]
+    assert path_labels([REMOVE]) == ["remove_store < dev_attr_store < vfs_write"]
 
 
 def test_same_trace_is_same(tmp_path):
