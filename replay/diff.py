@@ -274,6 +274,11 @@ def diff(
     """
     opts = replace(opts or Options(), level="both")
     a, b = Side(old, opts, drop_tables), Side(new, opts, drop_tables)
+    notes = [f"old: {n}" for n in a.notes] + [f"new: {n}" for n in b.notes]
+    blind = a.run.no_releases + b.run.no_releases
+    if blind:  # held sets, hence orders and nesting, are unknown on that side
+        notes.append(f"no release events in {', '.join(blind)}: only wait times are compared")
+        return Diff("same", a.analysis.traces, b.analysis.traces, notes, timing=_timing(a, b))
     added = [_ordering(b, a, k) for k in _only(b, a)]
     gone = [_ordering(a, b, k) for k in _only(a, b)]
 
@@ -299,7 +304,7 @@ def diff(
         verdict="worse" if worse else "better" if better else "same",
         old=a.analysis.traces,
         new=b.analysis.traces,
-        notes=[f"old: {n}" for n in a.notes] + [f"new: {n}" for n in b.notes],
+        notes=notes,
         edges_added=[c for c in added if c.exercised and not c.edge_in_both],
         edges_removed=[c for c in gone if c.exercised and not c.edge_in_both],
         paths_added=[c for c in added if c.exercised and c.edge_in_both],

@@ -314,6 +314,18 @@ def test_hold_and_wait_times(tmp_path):
     assert rescan.new["wait_p99"] == 3 * rescan.old["wait_p99"] == 3000
 
 
+def test_trace_without_releases_compares_waits_only(tmp_path):
+    a = write(tmp_path / "a.parquet", stock_remove() + unbind())
+    rows = [r for r in stock_remove() + unbind() if r[1] != "released"]
+    cols = build_columns([r[:3] for r in rows])
+    b = write_trace(tmp_path / "b.parquet", cols, TraceMeta(extra={"releases": "no"}))
+    d = diff([read_trace(a)], [read_trace(b)])
+    assert d.verdict == "same" and "b.parquet" in d.notes[-1]
+    assert not (d.edges_removed or d.inversions_fixed or d.not_exercised or d.depth_changes)
+    rescan = next(t for t in d.timing if t.lock_class == R)
+    assert rescan.new["wait_p50"] == 1000 and rescan.new["hold_p50"] is None
+
+
 # -- command line -------------------------------------------------------------
 
 
