@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -110,9 +111,8 @@ def reboot(trace: Trace, path: Path, kernel: str = "6.13.0-rebooted") -> Path:
     t = t.set_column(t.schema.get_field_index("lock_name"), "lock_name", pa.array(names))
     callers = pa.array([moved(c) for c in t["caller"].to_pylist()])
     t = t.set_column(t.schema.get_field_index("caller"), "caller", callers)
-    meta = trace.meta
-    meta.kernel, meta.kernel_version = kernel, "#2 SMP rebuilt"
-    meta.stacks = [[moved(f) for f in s] for s in meta.stacks]
+    stacks = [[moved(f) for f in s] for s in trace.meta.stacks]
+    meta = replace(trace.meta, kernel=kernel, kernel_version="#2 SMP rebuilt", stacks=stacks)
     return write_trace(path, t, meta)
 
 
