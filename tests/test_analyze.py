@@ -268,3 +268,8 @@ def test_reentry_under_another_lock_adds_no_edge(make_trace):
     result = run(make_trace, rows)
     assert not result.inversions and result.summary["edges"] == 1
     assert [a.kind for a in result.anomalies] == ["reentrant"]
+
+
+def test_empty_trace(make_trace):
+    result = run(make_trace, [])
+    assert result.problems == 0 and result.summary["events"] == 0
