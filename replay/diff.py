@@ -19,7 +19,6 @@ edges was removed that way.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -42,9 +41,7 @@ from lktrace.replay.changes import (
 )
 from lktrace.replay.findings import Inversion, Witness
 from lktrace.replay.graph import Graph
-from lktrace.trace import Trace
-
-_OFFSET = re.compile(r"\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?")
+from lktrace.trace import Trace, frame_symbol
 
 #: An ordering: (level, from lock, to lock, call path that held "from").
 Key = tuple[str, str, str, CallPath]
@@ -52,15 +49,10 @@ Key = tuple[str, str, str, CallPath]
 CycleKey = tuple[str, frozenset[tuple[str, str]]]
 
 
-def symbol(frame: str) -> str:
-    """A frame without its offset: ``remove_store+0x1c/0x90`` -> ``remove_store``."""
-    return _OFFSET.sub("", frame).strip()
-
-
 def call_path(caller: str, stack: Sequence[str]) -> CallPath:
     """The symbols of ``stack`` from the call site outward; the call site alone without one."""
-    site = symbol(caller)
-    syms = [symbol(f) for f in stack]
+    site = frame_symbol(caller)
+    syms = [frame_symbol(f) for f in stack]
     if site in syms:
         return tuple(syms[syms.index(site) :])
     return tuple(syms) or ((site,) if site else ())
@@ -86,7 +78,7 @@ class Side:
         ev = run.ev
         self._ids: dict[CallPath, int] = {}
         self.paths: list[CallPath] = []
-        self.cls_key = [symbol(c) for c in ev.classes]
+        self.cls_key = [frame_symbol(c) for c in ev.classes]
         self.inst_cls = np.zeros(len(ev.inst_name), np.int64)
         self.inst_cls[ev.inst] = ev.cls
         self.inst_key = [
@@ -176,7 +168,7 @@ class Side:
     def lock_key(level: str, label: str, lock_class: str) -> str:
         """The name a lock matches by: its class, its name, or for an anonymous lock its class."""
         if level == "class" or label.startswith("0x"):
-            return symbol(lock_class)
+            return frame_symbol(lock_class)
         return label
 
     def cycle_key(self, inv: Inversion) -> CycleKey:

@@ -19,7 +19,7 @@ from lktrace.replay.changes import (
     OrderingChange,
     Timing,
 )
-from lktrace.replay.render import _stack, _witness
+from lktrace.replay.render import print_stack, print_witness
 
 VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "same": "bold"}
 PATH_FRAMES = 4  # call-path frames shown on one line
@@ -151,7 +151,7 @@ def _cycle(console: Console, title: str, c: CycleChange, evidence: bool) -> None
             console.print(f"    {p.status:<14}{escape(label)}")
     if evidence:
         for e in c.edges:
-            _witness(console, e.witness, True)
+            print_witness(console, e.witness, True)
 
 
 def _nesting(n: Nesting) -> str:
@@ -170,7 +170,7 @@ def _depth(console: Console, c: DepthChange) -> None:
         f"via {escape(path_label(c.path))}: {_nesting(c.old)} -> {_nesting(c.new)}"
     )
     label, n = ("new", c.new) if c.new.stack else ("old", c.old)
-    _stack(console, f"{label}: {n.comm}/{n.tid} at:", n.stack)
+    print_stack(console, f"{label}: {n.comm}/{n.tid} at:", n.stack)
 
 
 def _ordering(console: Console, title: str, o: OrderingChange) -> None:
@@ -178,7 +178,7 @@ def _ordering(console: Console, title: str, o: OrderingChange) -> None:
         f"\n[bold]{title}[/]: {escape(o.src)} -> {escape(o.dst)} ({o.level}) "
         f"via {escape(path_label(o.path))}, {fmt_count(o.count)} time(s)"
     )
-    _witness(console, o.witness, True)
+    print_witness(console, o.witness, True)
 
 
 def _orderings(console: Console, title: str, orderings: Sequence[OrderingChange]) -> None:

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from lktrace.cli import app, expand_traces
 from lktrace.replay.analyze import Options
-from lktrace.replay.diff import call_path, diff, symbol
+from lktrace.replay.diff import call_path, diff
 from lktrace.replay.render_diff import path_labels
-from lktrace.trace import StackTable, Trace, TraceMeta, read_trace, write_trace
+from lktrace.trace import StackTable, Trace, TraceMeta, frame_symbol, read_trace, write_trace
 
 R = "pci_rescan_remove_lock"
 PF = "pci:0000:01:00.0"
@@ -120,8 +120,8 @@ def reboot(trace: Trace, path: Path, kernel: str = "6.13.0-rebooted") -> Path:
 
 
 def test_symbols_and_call_paths():
-    assert symbol("remove_store+0x1c/0x90") == "remove_store"
-    assert symbol("ice_remove+0x188 [ice]") == "ice_remove [ice]"
+    assert frame_symbol("remove_store+0x1c/0x90") == "remove_store"
+    assert frame_symbol("ice_remove+0x188 [ice]") == "ice_remove [ice]"
     stack = ["mutex_lock+0x10", "sriov_numvfs_store+0x26", "dev_attr_store+0x31e"]
     assert call_path("sriov_numvfs_store+0x26", stack) == ("sriov_numvfs_store", "dev_attr_store")
     whole = ("mutex_lock", "sriov_numvfs_store", "dev_attr_store")
