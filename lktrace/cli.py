@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lktrace.console import out
-from lktrace.trace import TraceError, read_trace
+from lktrace.trace import TraceError, read_meta, read_trace
 
 app = typer.Typer(
     add_completion=False,
@@ -139,6 +139,41 @@ def export(
 
     n = export_perfetto(read_trace(trace), output, drop_table=True)
     out.print(f"wrote {output}: {n:,} trace events")
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="The old trace (or a folder of traces).")],
+    new: Annotated[Path, typer.Argument(help="The new trace (or a folder of traces).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or html.")] = "text",
+    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_listed: Annotated[int, typer.Option(help="Text: entries shown per section (0: all).")] = 50,
+) -> None:
+    """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse)."""
+    from lktrace.replay.analyze import Options
+    from lktrace.replay.diff import compare, sides
+    from lktrace.replay.render_diff import render_diff
+
+    if fmt not in ("text", "json", "html"):
+        raise UsageError(f"--format must be text, json or html, not {fmt!r}")
+    opts = Options(max_depth=max_depth, max_cycles=max_cycles)
+    files = [expand_traces([side]) for side in (old, new)]
+    for p in files[1]:  # a bad new file fails before the old side is analysed
+        read_meta(p)
+    inputs = [(read_trace(p) for p in side) for side in files]
+    a, b = sides(*inputs, opts, drop_tables=True)
+    result = compare(a, b)
+    if fmt == "html":
+        from lktrace.replay.report import Page, diff_lines, render_diff_html
+
+        pages = Page(a.run, a.analysis, str(old)), Page(b.run, b.analysis, str(new))
+        typer.echo(render_diff_html(*pages, diff_lines(result)), nl=False)
+    elif fmt == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render_diff(result, out, max_listed)
+    raise typer.Exit(1 if result.verdict == "worse" else 0)
 
 
 @app.command()

@@ -27,9 +27,10 @@ HOW_TO_READ = """
   "novalidate"); lktrace recognises device_lock from the mutex address.
 - The stacks say where each lock was taken: fix one path so both agree on the order
   (the v14 patch takes device_lock first in remove_store).
-Next: `lktrace simulate stock-sequential -o seq.parquet && lktrace analyze seq.parquet`
-predicts the same inversion from a run that did not hang; `lktrace simulate patched
--o fixed.parquet && lktrace diff seq.parquet fixed.parquet` shows what the fix changed.
+Next: `mkdir stock; lktrace simulate stock-sequential -o stock/seq.parquet` and `lktrace analyze
+stock/seq.parquet` predict the same inversion from a run that did not hang; with
+`lktrace simulate stock-selfdeadlock -o stock/hotplug.parquet` and `lktrace simulate
+patched -o fixed.parquet`, `lktrace diff stock/ fixed.parquet` shows what the fix changed.
 """
 
 

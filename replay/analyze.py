@@ -33,7 +33,7 @@ from lktrace.replay.findings import (
 )
 from lktrace.replay.graph import Graph, Pairs, build_graph, ordering_pairs
 from lktrace.replay.holds import Replay, pair
-from lktrace.trace import Trace
+from lktrace.trace import Trace, frame_symbol
 
 LEVELS = ("class", "instance", "both")
 
@@ -93,7 +93,7 @@ class Run:
             t.path.name for t in self.ev.traces if t.meta.extra.get("releases") == "no"
         ]
         self.rp: Replay = pair(self.ev)
-        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds)
+        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds, self.rp.depth_before)
         if self.no_releases:  # held sets are unknown without release events
             self.pairs = Pairs(self.pairs.hold[:0], self.pairs.attempt[:0])
         levels = ("class", "instance") if opts.level == "both" else (opts.level,)
@@ -527,7 +527,7 @@ class Run:
 
 def _symbols(frames: list[str]) -> tuple[str, ...]:
     """Stack frames without their offsets: the same path on another build."""
-    return tuple(f.split("+", 1)[0] for f in frames)
+    return tuple(frame_symbol(f) for f in frames)
 
 
 def _trace_info(t: Trace, span: tuple[int, int, int]) -> dict:

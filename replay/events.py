@@ -149,7 +149,8 @@ def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
     last = np.flatnonzero(np.r_[task[1:] != task[:-1], True]) if len(task) else []
     table = pd.concat(tasks, ignore_index=True) if tasks else pd.DataFrame({"file": [], "tid": []})
     table["pid"] = a.pop("pid")[last]
-    table["comm"] = np.array(list(comms), dtype=object)[a.pop("comm")[last]] if len(last) else []
+    comm = a.pop("comm")[last]
+    table["comm"] = np.array(list(comms), dtype=object)[comm] if len(comm) else []
     inst_name = np.zeros(n_inst, np.int32)
     inst_name[a["inst"]] = a["name"]
     return Events(

@@ -29,9 +29,14 @@ class Pairs:
     attempt: np.ndarray
 
 
-def ordering_pairs(ev: Events, holds: Holds) -> Pairs:
-    """Every (held lock, blocking attempt) pair of the same task, other locks only."""
-    attempts = np.flatnonzero(ev.blocking)
+def ordering_pairs(ev: Events, holds: Holds, depth_before: np.ndarray) -> Pairs:
+    """Every (held lock, blocking attempt) pair of the same task, other locks only.
+
+    An attempt on a lock the task already holds (``depth_before`` > 0) pairs
+    with nothing: it is reentrancy, not ordering, even with other locks taken
+    in between.
+    """
+    attempts = np.flatnonzero(ev.blocking & (depth_before == 0))
     lo = np.searchsorted(attempts, holds.start, "right")
     hi = np.searchsorted(attempts, holds.end, "left")
     count = np.maximum(hi - lo, 0)

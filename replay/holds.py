@@ -53,7 +53,7 @@ class Replay:
 def pair(ev: Events) -> Replay:
     """Replay ``ev`` into hold intervals and the unmatched events."""
     n = len(ev)
-    n_inst = int(ev.inst.max()) + 1 if n else 1
+    n_inst = max(len(ev.inst_name), 1)
     gkey = ev.task.astype(np.int64) * n_inst + ev.inst
     g_order = np.argsort(gkey, kind="stable").astype(np.int32)
     gkey = gkey[g_order]
@@ -154,7 +154,7 @@ def _file_end(ev: Events) -> np.ndarray:
 
 def _first_release(ev: Events, positions: np.ndarray) -> np.ndarray:
     """Whether each excess release is its task's first on that lock."""
-    key = ev.task[positions].astype(np.int64) * (int(ev.inst.max()) + 1) + ev.inst[positions]
+    key = ev.task[positions].astype(np.int64) * len(ev.inst_name) + ev.inst[positions]
     _, first = np.unique(key, return_index=True)
     out = np.zeros(len(positions), bool)
     out[first] = True

@@ -16,7 +16,7 @@ def stamp(ts_ns: int) -> str:
     return f"{ts_ns / 1e9:.6f}"
 
 
-def _stack(console: Console, title: str, frames: list[str], indent: str = "    ") -> None:
+def print_stack(console: Console, title: str, frames: list[str], indent: str = "    ") -> None:
     console.print(f"{indent}{escape(title)}")
     if not frames:
         console.print(f"{indent}  [dim](no stack recorded)[/]")
@@ -82,7 +82,7 @@ def _deadlock(console: Console, n: int, d: Deadlock) -> None:
                 f"{stamp(h.since_ns)}, taken at {escape(h.caller)}"
             )
     for t in d.tasks:
-        _stack(console, f"{t.comm}/{t.tid} is waiting at:", t.waits_for.stack, "  ")
+        print_stack(console, f"{t.comm}/{t.tid} is waiting at:", t.waits_for.stack, "  ")
 
 
 def lock_label(lock_class: str, lock_name: str) -> str:
@@ -107,7 +107,7 @@ def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> N
     if len(inv.edges) == 2:
         _scenario(console, inv.edges)
     for i, w in enumerate(inv.edges):
-        _witness(console, w, several)
+        print_witness(console, w, several)
         others = inv.paths[i][1:] if i < len(inv.paths) else []
         if others:
             console.print("    the same edge on other paths:")
@@ -142,13 +142,15 @@ def _scenario(console: Console, edges: list[Witness]) -> None:
     )
 
 
-def _witness(console: Console, w: Witness, several: bool) -> None:
+def print_witness(console: Console, w: Witness, several: bool) -> None:
     console.print(
         f"\n  [bold]{escape(w.src)} -> {escape(w.dst)}[/]: {escape(w.comm)}/{w.tid} at "
         f"{stamp(w.ts_ns)}" + (f" [dim]({escape(w.file)})[/]" if several else "")
     )
-    _stack(console, f"attempted {lock_label(w.dst_class, w.dst_name)} at:", w.stack)
-    _stack(console, f"while holding {lock_label(w.src_class, w.src_name)}, taken at:", w.held_stack)
+    print_stack(console, f"attempted {lock_label(w.dst_class, w.dst_name)} at:", w.stack)
+    print_stack(
+        console, f"while holding {lock_label(w.src_class, w.src_name)}, taken at:", w.held_stack
+    )
 
 
 def _anomaly(console: Console, an: Anomaly) -> None:
@@ -158,4 +160,4 @@ def _anomaly(console: Console, an: Anomaly) -> None:
         f"[bold]{escape(lock_label(an.lock_class, an.lock_name))}[/] at {stamp(an.ts_ns)}: "
         f"{escape(an.detail)}"
     )
-    _stack(console, "at:", an.stack)
+    print_stack(console, "at:", an.stack)

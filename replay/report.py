@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lktrace.console import fmt_count, fmt_ns
 from lktrace.replay.analyze import Options, Run, select
+from lktrace.replay.changes import Diff
 from lktrace.replay.dot import LockGraph, function, graphviz_svg, lock_graph, to_dot
 from lktrace.replay.findings import ERROR_KINDS, Analysis, Anomaly, Deadlock, Inversion, Witness
 from lktrace.replay.layout import layered_svg
@@ -124,6 +125,23 @@ def render_diff_html(before: Page, after: Page, lines: Sequence[str] = ()) -> st
         f'<main class="diff">{"".join(columns)}</main>'
     )
     return _document(f"lktrace diff: {before.label} vs {after.label}", body)
+
+
+def diff_lines(d: Diff, most: int = 10) -> list[str]:
+    """The head of a diff page: ``lktrace diff``'s verdict, counts and inversion changes."""
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in d.summary.items() if n)
+    lines = [f"verdict: {d.verdict}" + (f" ({counts})" if counts else "")]
+    for word, changes in (
+        ("fixed", d.inversions_fixed),
+        ("introduced", d.inversions_introduced),
+        ("remaining", d.inversions_remaining),
+    ):
+        for c in changes[:most]:
+            arrow = " \u2192 ".join([*c.cycle, c.cycle[0]])
+            lines.append(f"{word}: {arrow} ({c.level})")
+        if len(changes) > most:
+            lines.append(f"{word}: and {len(changes) - most} more")
+    return lines
 
 
 def write_html(path: str | Path, html: str) -> Path:

@@ -257,3 +257,19 @@ def test_cli_usage_errors(make_trace, args):
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "lktrace:" in proc.stderr
+
+
+def test_reentry_under_another_lock_adds_no_edge(make_trace):
+    # R, then D under it, then R again (reentrant): no D -> R order, so no inversion with
+    # a task that takes R then D
+    pf = "pci:0000:01:00.0"
+    rows = locked(1, "R") + locked(1, pf) + locked(1, "R") + unlocked(1, "R")
+    rows += unlocked(1, pf) + unlocked(1, "R") + ab(2, "R", pf)
+    result = run(make_trace, rows)
+    assert not result.inversions and result.summary["edges"] == 1
+    assert [a.kind for a in result.anomalies] == ["reentrant"]
+
+
+def test_empty_trace(make_trace):
+    result = run(make_trace, [])
+    assert result.problems == 0 and result.summary["events"] == 0

@@ -304,3 +304,20 @@ def test_awkward_lock_names_are_escaped(make_trace, tmp_path):
     assert proc.returncode == 0 and "q&quot;&lt;b&gt;&amp;\\x" in proc.stdout
     html = render_html(page)
     assert "<b>&" not in html and "q&quot;&lt;b&gt;&amp;\\x" in html
+
+
+def test_cli_diff_html(tmp_path):
+    old = simulate("stock-deadlock", tmp_path / "old.parquet")
+    new = simulate("patched", tmp_path / "new.parquet")
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(app, ["diff", "-f", "json", str(old), str(new)]).stdout)
+    result = runner.invoke(app, ["diff", "--format", "html", str(old), str(new)])
+    assert result.exit_code == (1 if doc["verdict"] == "worse" else 0), result.output
+    html = result.stdout
+    assert html.startswith("<!DOCTYPE html>") and html.count('<section class="column">') == 2
+    assert f"<p>verdict: {doc['verdict']}" in html
+    for inv in doc["inversions_remaining"]:  # the head lists diff's own matching
+        arrow = " \u2192 ".join([*inv["cycle"], inv["cycle"][0]])
+        assert f"<p>remaining: {arrow} ({inv['level']})</p>" in html
+    assert doc["inversions_remaining"]
+    assert re.search(r"Deadlock 1 \(happened\).*?badge gone", html)
