@@ -193,3 +193,9 @@ def test_cli(make_trace, tmp_path):
     assert len(load(out)) > 0
     no_format = runner.invoke(app, ["export", str(path), "-o", str(out)], catch_exceptions=True)
     assert no_format.exit_code != 0
+
+
+def test_empty_trace_gives_an_empty_valid_file(make_trace, tmp_path):
+    out = tmp_path / "e.json"
+    assert export_perfetto(read_trace(make_trace([])), out) == 0
+    assert load(out) == []
