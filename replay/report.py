@@ -196,6 +196,9 @@ def _header(page: Page) -> str:
         )
         if t["command"]:
             rows.append(f"<tr><th>command</th><td><code>{escape(t['command'])}</code></td></tr>")
+        if t["probes"]:
+            probes = ", ".join(t["probes"][:12]) + (", \u2026" if len(t["probes"]) > 12 else "")
+            rows.append(f"<tr><th>probes</th><td>{escape(probes)}</td></tr>")
     s = a.summary
     rows.append(
         f"<tr><th>seen</th><td>{fmt_count(s['tasks'])} tasks, {fmt_count(s['locks'])} locks in "

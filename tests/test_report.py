@@ -321,3 +321,14 @@ def test_cli_diff_html(tmp_path):
         assert f"<p>remaining: {arrow} ({inv['level']})</p>" in html
     assert doc["inversions_remaining"]
     assert re.search(r"Deadlock 1 \(happened\).*?badge gone", html)
+
+
+def test_instance_graph_for_device_lock_cycles(make_trace):
+    pf, vf = "pci:0000:01:00.0", "pci:0000:01:00.1"
+    rows = locked(1, pf) + locked(1, vf) + unlocked(1, vf) + unlocked(1, pf)
+    rows += locked(2, vf) + locked(2, pf) + unlocked(2, pf) + unlocked(2, vf)
+    html = render_html(build_page([read_trace(make_trace(rows, probes=["mutex_lock"]))]))
+    assert "No class ordering edges." in html  # no device_lock self-loop
+    [figure] = re.findall(r'<figure class="graph">.*?</figure>', html, re.S)
+    assert "instance graph" in figure and f">{pf}</text>" in figure and f">{vf}</text>" in figure
+    assert "<th>probes</th><td>mutex_lock</td>" in html
