@@ -46,6 +46,28 @@ class Vocabulary(dict):
         return lookup[codes] if len(lookup) else codes
 
 
+class _Columns:
+    """Hands out a trace's columns one at a time.
+
+    With ``drop``, each column leaves the table as it is taken and the trace
+    keeps none, so the peak stays one column above the arrays being built.
+    """
+
+    def __init__(self, trace: Trace, drop: bool) -> None:
+        self.table = trace.table
+        self.rows = self.table.num_rows
+        self.drop = drop
+        if drop:
+            trace.table = trace.table.slice(0, 0)
+
+    def pop(self, name: str) -> pa.ChunkedArray:
+        col = self.table[name]
+        if self.drop:
+            self.table = self.table.drop_columns([name])
+            pa.default_memory_pool().release_unused()  # hand freed columns back
+        return col
+
+
 @dataclass
 class Events:
     """All events being replayed, as parallel arrays sorted by (task, ts_ns, seq)."""
@@ -91,18 +113,20 @@ def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
     tasks: list[pd.DataFrame] = []
     n_inst = n_task = 0
     for i, trace in enumerate(traces):
-        t = trace.table
-        n = t.num_rows
-        ts = t["ts_ns"].to_numpy()
+        kept.append(Trace(trace.path, trace.table.slice(0, 0), trace.meta))
+        cols = _Columns(trace, drop_tables)
+        n = cols.rows
+        ts = cols.pop("ts_ns").to_numpy()
         spans.append((n, int(ts.min()) if n else 0, int(ts.max()) if n else 0))
-        event_codes, event_values = dictionary_codes(t["event"])
+        event_codes, event_values = dictionary_codes(cols.pop("event"))
         event = np.array([EVENTS.index(v) for v in event_values], np.int8)[event_codes]
-        api_codes, api_values = dictionary_codes(t["api"])
+        api_codes, api_values = dictionary_codes(cols.pop("api"))
         trylock = np.array(["trylock" in v for v in api_values], bool)
         parts["blocking"].append((event == ATTEMPT) & ~trylock[api_codes] if n else event == 0)
         parts["event"].append(event)
+        del event_codes, api_codes
 
-        name = names.translate(t["lock_name"])
+        name = names.translate(cols.pop("lock_name"))
         named = np.array([not v.startswith("0x") for v in names], bool)[name] if n else name == 0
         for code in np.unique(name[named]).tolist():
             if code not in named_inst:
@@ -113,30 +137,28 @@ def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
             lookup = np.zeros(max(named_inst) + 1, np.int32)
             lookup[list(named_inst)] = list(named_inst.values())
             inst[named] = lookup[name[named]]
-        anon_codes, anon_addrs = pd.factorize(t["lock_addr"].to_numpy()[~named])
+        anon_codes, anon_addrs = pd.factorize(cols.pop("lock_addr").to_numpy()[~named])
         inst[~named] = anon_codes + n_inst
         n_inst += len(anon_addrs)
+        del named, anon_codes
 
-        tid_codes, tids = pd.factorize(t["tid"].to_numpy())
+        tid_codes, tids = pd.factorize(cols.pop("tid").to_numpy())
         tasks.append(pd.DataFrame({"file": np.int16(i), "tid": tids.astype(np.int32)}))
         parts["task"].append((tid_codes + n_task).astype(np.int32))
         n_task += len(tids)
+        del tid_codes
 
         parts["file"].append(np.full(n, i, np.int16))
         parts["ts"].append(ts)
-        parts["seq"].append(t["seq"].to_numpy())
+        parts["seq"].append(cols.pop("seq").to_numpy())
         parts["inst"].append(inst)
         parts["name"].append(name)
-        parts["cls"].append(cls.translate(t["lock_class"]))
-        parts["caller"].append(callers.translate(t["caller"]))
-        parts["comm"].append(comms.translate(t["comm"]))
-        parts["pid"].append(t["pid"].to_numpy())
-        parts["stack"].append(pc.fill_null(t["stack_id"], -1).to_numpy().astype(np.int32))
-        kept.append(Trace(trace.path, t.slice(0, 0), trace.meta))
-        del t
-        if drop_tables:
-            trace.table = kept[-1].table
-            pa.default_memory_pool().release_unused()  # hand the table's memory back
+        parts["cls"].append(cls.translate(cols.pop("lock_class")))
+        parts["caller"].append(callers.translate(cols.pop("caller")))
+        parts["comm"].append(comms.translate(cols.pop("comm")))
+        parts["pid"].append(cols.pop("pid").to_numpy())
+        parts["stack"].append(pc.fill_null(cols.pop("stack_id"), -1).to_numpy().astype(np.int32))
+        del cols, ts, name, inst
 
     a = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
     del parts
