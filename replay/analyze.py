@@ -31,7 +31,7 @@ from lktrace.replay.findings import (
     LockRef,
     Witness,
 )
-from lktrace.replay.graph import Graph, Pairs, build_graph, ordering_pairs
+from lktrace.replay.graph import Graph, Pairs, build_graph, expand_ranges, ordering_pairs
 from lktrace.replay.holds import Replay, pair
 from lktrace.trace import Trace, frame_symbol
 
@@ -173,12 +173,10 @@ class Run:
             occ = graph.edge_occurrences(edge)
             order, sorted_att = self._pairs_by_attempt
             att = self.pairs.attempt[occ]
-            lo = np.searchsorted(sorted_att, att, "left")
-            hi = np.searchsorted(sorted_att, att, "right")
-            count = hi - lo
-            which = np.repeat(np.arange(len(occ)), count)
-            within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-            held = self.rp.holds.inst[self.pairs.hold[order[np.repeat(lo, count) + within]]]
+            which, at = expand_ranges(
+                np.searchsorted(sorted_att, att, "left"), np.searchsorted(sorted_att, att, "right")
+            )
+            held = self.rp.holds.inst[self.pairs.hold[order[at]]]
             own = self.rp.holds.inst[self.pairs.hold[occ]][which]
             other = held != own
             pairs = np.unique(np.c_[which[other], held[other]], axis=0)

@@ -37,14 +37,21 @@ def ordering_pairs(ev: Events, holds: Holds, depth_before: np.ndarray) -> Pairs:
     in between.
     """
     attempts = np.flatnonzero(ev.blocking & (depth_before == 0))
-    lo = np.searchsorted(attempts, holds.start, "right")
-    hi = np.searchsorted(attempts, holds.end, "left")
-    count = np.maximum(hi - lo, 0)
-    hold = np.repeat(np.arange(len(count)), count)
-    within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    attempt = attempts[np.repeat(lo, count) + within]
+    hold, at = expand_ranges(
+        np.searchsorted(attempts, holds.start, "right"),
+        np.searchsorted(attempts, holds.end, "left"),
+    )
+    attempt = attempts[at]
     keep = ev.inst[attempt] != holds.inst[hold]
     return Pairs(hold[keep], attempt[keep])
+
+
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with ``lo[i] <= j < hi[i]``, without a Python loop."""
+    count = np.maximum(hi - lo, 0)
+    owner = np.repeat(np.arange(len(count)), count)
+    within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    return owner, np.repeat(lo, count) + within
 
 
 @dataclass
