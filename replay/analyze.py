@@ -143,11 +143,7 @@ class Run:
         hold, pos = int(self.pairs.hold[pair_idx]), int(self.pairs.attempt[pair_idx])
         held = self._lock_ref(hold)
         want = self._attempt_ref(pos)
-        node = (
-            (self.rp.holds.cls[hold], self.ev.cls[pos])
-            if graph.level == "class"
-            else (self.rp.holds.inst[hold], self.ev.inst[pos])
-        )
+        node = self._edge_nodes(graph, pair_idx)
         tid, comm = self._task(int(self.ev.task[pos]))
         return Witness(
             src=graph.labels[node[0]],
