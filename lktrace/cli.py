@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lktrace.console import err
+from lktrace.console import out
 from lktrace.trace import TraceError, read_trace
 
 app = typer.Typer(
@@ -33,12 +34,72 @@ def info(trace: TraceArg) -> None:
     print_info(read_trace(trace))
 
 
+def expand_traces(paths: list[Path]) -> list[Path]:
+    """Trace files named by ``paths``; a folder stands for the ``*.parquet`` files in it."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.parquet"))
+            if not found:
+                raise UsageError(f"{p}: no *.parquet trace files in this folder")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def analyze(
+    traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or dot.")] = "text",
+    level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
+    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    lock_class: Annotated[
+        list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
+    ] = None,
+    comm: Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")] = None,
+    tid: Annotated[list[int] | None, typer.Option(help="Only these tasks (tid).")] = None,
+    since: Annotated[
+        float | None, typer.Option(help="Skip events before this many seconds in.")
+    ] = None,
+    until: Annotated[
+        float | None, typer.Option(help="Skip events from this many seconds in.")
+    ] = None,
+) -> None:
+    """Find lock-order inversions, deadlocks and reentrancy anomalies (exit 1 if any)."""
+    from lktrace.replay.analyze import LEVELS, Options
+    from lktrace.replay.analyze import analyze as run
+    from lktrace.replay.render import render
+
+    if level not in LEVELS:
+        raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
+    if fmt not in ("text", "json"):
+        raise UsageError(f"--format must be text or json, not {fmt!r}")
+    opts = Options(
+        level=level,
+        max_depth=max_depth,
+        max_cycles=max_cycles,
+        classes=set(lock_class or ()),
+        comms=set(comm or ()),
+        tids=set(tid or ()),
+        since_s=since,
+        until_s=until,
+    )
+    result = run([read_trace(p) for p in expand_traces(traces)], opts)
+    if fmt == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render(result, out)
+    raise typer.Exit(1 if result.problems else 0)
+
+
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
         app()
     except (TraceError, UsageError) as e:
-        err.print(f"lktrace: {e}", markup=False)
+        print(f"lktrace: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

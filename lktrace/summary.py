@@ -14,7 +14,7 @@ from lktrace.trace import Trace
 
 def _counts(column: pa.ChunkedArray) -> list[tuple[str, int]]:
     vc = pc.value_counts(
-        column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+        column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
     )
     pairs = zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True)
     return sorted(pairs, key=lambda p: (-p[1], str(p[0])))

@@ -172,6 +172,14 @@ def conform(table: pa.Table, path: str | Path = "<table>") -> pa.Table:
     return out
 
 
+def _plain_type(name: str) -> pa.DataType | None:
+    """The type to build a column from Python values: strings plain, others as in SCHEMA."""
+    if name not in COLUMNS:
+        return None
+    t = SCHEMA.field(name).type
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
 def _cast_column(col: pa.ChunkedArray, target: pa.Field, path: str | Path) -> pa.ChunkedArray:
     have = col.type
     if pa.types.is_dictionary(have):
@@ -292,7 +300,7 @@ class TraceWriter:
     def write(self, events: pa.Table | pa.RecordBatch | Mapping[str, Sequence[Any]]) -> None:
         """Append events: a table, a record batch or a mapping of column lists."""
         if isinstance(events, Mapping):
-            events = pa.table(dict(events))
+            events = pa.table({k: pa.array(v, type=_plain_type(k)) for k, v in events.items()})
         elif isinstance(events, pa.RecordBatch):
             events = pa.Table.from_batches([events])
         events = conform(events, self.path)

@@ -1,1 +1,1 @@
-"""The analysis half: replays a trace into lock-ordering graphs and findings (``lktrace.replay``)."""
+"""The analysis half: replays traces into lock-ordering graphs and findings."""

@@ -1,0 +1,152 @@
+"""Pair each task's acquisitions with its releases: hold intervals, depths, waits.
+
+Works per (task, lock instance) sequence, vectorised.  The task's depth on a
+lock is the running count of ``acquired`` (+1) and ``released`` (-1), floored
+at zero: a release that would take it below zero is *excess* (the task did
+not hold the lock: held before the trace began, released by a non-owner, or
+unbalanced).  A matched release closes the latest open acquisition at its
+depth, so nested (reentrant) holds pair up like brackets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lktrace.replay.events import ACQUIRED, ATTEMPT, FAILED, RELEASED, Events
+
+
+@dataclass
+class Holds:
+    """Hold intervals, one per granted acquisition or lock held from before the trace.
+
+    Positions index the task-ordered :class:`Events`; ``end`` is the position of
+    the release, or one past the task's last event when the lock stays held.
+    """
+
+    task: np.ndarray
+    inst: np.ndarray
+    cls: np.ndarray
+    start: np.ndarray  # position of the acquired event (or the task's first event - 1)
+    end: np.ndarray
+    released: np.ndarray  # bool
+    attempt_ts: np.ndarray  # when the task asked for it (== acquired_ts if unknown)
+    acquired_ts: np.ndarray
+    released_ts: np.ndarray  # trace end of the task's file when still held
+    depth: np.ndarray  # 1 for a plain hold, 2+ nested in itself
+    origin: np.ndarray  # event position whose stack shows where it was taken (-1: unknown)
+    before_start: np.ndarray  # bool: held when the trace began
+
+
+@dataclass
+class Replay:
+    """What pairing found: the holds and the events that pair with nothing."""
+
+    holds: Holds
+    depth_before: np.ndarray  # per event: the task's depth on that lock before the event
+    pending: np.ndarray  # positions of blocking attempts never granted (task blocked at end)
+    excess: np.ndarray  # positions of releases of a lock the task did not hold
+    file_end_ts: np.ndarray  # per file: last timestamp
+
+
+def pair(ev: Events) -> Replay:
+    """Replay ``ev`` into hold intervals and the unmatched events."""
+    n = len(ev)
+    n_inst = int(ev.inst.max()) + 1 if n else 1
+    g_order = np.argsort(ev.task.astype(np.int64) * n_inst + ev.inst, kind="stable")
+    gkey = ev.task[g_order].astype(np.int64) * n_inst + ev.inst[g_order]
+    gstart = np.r_[True, gkey[1:] != gkey[:-1]] if n else np.zeros(0, bool)
+    gid = np.cumsum(gstart) - 1
+    e = ev.event[g_order]
+
+    x = (e == ACQUIRED).astype(np.int64) - (e == RELEASED)
+    run = np.cumsum(x)
+    run -= (run - x)[gstart][gid]  # running count within the group
+    big = 2 * (n + 1)  # keeps each group's minimum from leaking into the next
+    low = np.minimum(np.minimum.accumulate(run - gid * big) + gid * big, 0)
+    depth = run - low
+    low_before = np.where(gstart, 0, np.r_[0, low[:-1]])
+    excess = (x == -1) & (low < low_before)
+    matched = (x == -1) & ~excess
+    depth_before = np.empty(n, np.int64)
+    depth_before[g_order] = depth - np.where(excess, 0, x)  # excess: no change
+
+    # A matched release closes the open acquisition at its level, bracket-style.
+    acq = np.flatnonzero(x == 1)
+    rel = np.flatnonzero(matched)
+    both = np.r_[acq, rel]
+    level = np.r_[depth[acq], depth[rel] + 1]
+    srt = np.lexsort((both, level, gid[both]))
+    both, level = both[srt], level[srt]
+    is_acq = np.r_[np.ones(len(acq), bool), np.zeros(len(rel), bool)][srt]
+    nxt_same = np.r_[(gid[both[1:]] == gid[both[:-1]]) & (level[1:] == level[:-1]), False]
+    closes = is_acq & nxt_same & np.r_[~is_acq[1:], False]
+    a_idx = both[is_acq]
+    r_idx = np.where(closes[is_acq], np.r_[both[1:], 0][is_acq], -1)
+
+    # The attempt just before an acquisition (same task and lock) says where it was asked for.
+    prev_attempt = np.r_[False, (e[:-1] == ATTEMPT) & ~gstart[1:]][a_idx] if n else a_idx
+    ask = np.where(prev_attempt, a_idx - 1, a_idx)
+    ts = ev.ts[g_order]
+    stack = ev.stack[g_order]
+    origin = np.where(stack[a_idx] >= 0, g_order[a_idx], g_order[ask])
+
+    task_last = _task_last(ev)
+    file_end_ts = _file_end(ev)
+    pos_a = g_order[a_idx]
+    held = r_idx >= 0
+    tsk = ev.task[pos_a]
+    end = np.where(held, g_order[np.maximum(r_idx, 0)], task_last[tsk] + 1)
+    fend = file_end_ts[ev.file[pos_a]]
+
+    # Locks released before any acquisition of them in the trace were held when it began.
+    exc_pos = np.sort(g_order[excess])
+    first_acq = np.full(n_inst, np.iinfo(np.int64).max)
+    np.minimum.at(first_acq, ev.inst[pos_a], ev.ts[pos_a])
+    early = ev.ts[exc_pos] < first_acq[ev.inst[exc_pos]]
+    pre = exc_pos[early & _first_release(ev, exc_pos)]
+    task_first = np.r_[0, task_last[:-1] + 1] if len(task_last) else task_last
+
+    holds = Holds(
+        task=np.r_[tsk, ev.task[pre]],
+        inst=np.r_[ev.inst[pos_a], ev.inst[pre]],
+        cls=np.r_[ev.cls[pos_a], ev.cls[pre]],
+        start=np.r_[pos_a, task_first[ev.task[pre]] - 1],
+        end=np.r_[end, pre],
+        released=np.r_[held, np.ones(len(pre), bool)],
+        attempt_ts=np.r_[ts[ask], ev.ts[pre]],
+        acquired_ts=np.r_[ts[a_idx], ev.ts[pre]],
+        released_ts=np.r_[np.where(held, ts[np.maximum(r_idx, 0)], fend), ev.ts[pre]],
+        depth=np.r_[depth[a_idx], np.ones(len(pre), np.int64)],
+        origin=np.r_[origin, np.full(len(pre), -1)],
+        before_start=np.r_[np.zeros(len(a_idx), bool), np.ones(len(pre), bool)],
+    )
+
+    # A blocking attempt never granted, and the task's last event: it is still waiting.
+    granted = np.r_[np.isin(e[1:], (ACQUIRED, FAILED)) & ~gstart[1:], False]
+    waiting = g_order[(e == ATTEMPT) & ~granted]
+    waiting = waiting[ev.blocking[waiting] & (waiting == task_last[ev.task[waiting]])]
+    return Replay(holds, depth_before, np.sort(waiting), exc_pos, file_end_ts)
+
+
+def _task_last(ev: Events) -> np.ndarray:
+    """Per task, the position of its last event (events are task-ordered)."""
+    if not len(ev):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.r_[ev.task[1:] != ev.task[:-1], True])
+
+
+def _file_end(ev: Events) -> np.ndarray:
+    end = np.full(len(ev.traces), np.iinfo(np.int64).min)
+    np.maximum.at(end, ev.file, ev.ts)
+    return end
+
+
+def _first_release(ev: Events, positions: np.ndarray) -> np.ndarray:
+    """Whether each excess release is its task's first on that lock."""
+    key = ev.task[positions].astype(np.int64) * (int(ev.inst.max()) + 1) + ev.inst[positions]
+    _, first = np.unique(key, return_index=True)
+    out = np.zeros(len(positions), bool)
+    out[first] = True
+    return out

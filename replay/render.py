@@ -1,0 +1,151 @@
+"""Print an :class:`Analysis` for people, the way lockdep and LKML reports read."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+from lktrace.console import fmt_count, fmt_ns
+from lktrace.replay.findings import ERROR_KINDS, Analysis, Anomaly, Deadlock, Inversion, Witness
+
+COLUMN = 32  # width of the CPU0 column in the scenario table
+
+
+def stamp(ts_ns: int) -> str:
+    """A timestamp as ftrace prints it: seconds.microseconds."""
+    return f"{ts_ns / 1e9:.6f}"
+
+
+def _stack(console: Console, title: str, frames: list[str], indent: str = "    ") -> None:
+    console.print(f"{indent}{escape(title)}")
+    if not frames:
+        console.print(f"{indent}  [dim](no stack recorded)[/]")
+    for frame in frames:
+        console.print(f"{indent}  {escape(frame)}")
+
+
+def render(a: Analysis, console: Console) -> None:
+    """Header, then findings by severity: deadlocks, inversions, anomalies."""
+    _header(a, console)
+    for i, d in enumerate(a.deadlocks, 1):
+        _deadlock(console, i, d)
+    several = len(a.traces) > 1
+    for i, inv in enumerate(a.inversions, 1):
+        _inversion(console, f"INVERSION {i}", inv, several)
+    for i, inv in enumerate(a.guarded, 1):
+        _inversion(console, f"GUARDED {i}", inv, several)
+    for an in a.anomalies:
+        _anomaly(console, an)
+    if not (a.deadlocks or a.inversions or a.guarded or a.anomalies):
+        console.print("\n[green]No lock-order inversions or anomalies found.[/]")
+    else:
+        errors = sum(an.kind in ERROR_KINDS for an in a.anomalies)
+        console.print(
+            f"\n[bold]{len(a.deadlocks)} deadlock(s), {len(a.inversions)} inversion(s), "
+            f"{len(a.guarded)} guarded cycle(s), {errors} error anomal(ies), "
+            f"{len(a.anomalies) - errors} note(s)[/]"
+        )
+
+
+def _header(a: Analysis, console: Console) -> None:
+    for t in a.traces:
+        console.print(f"[bold]trace[/] {escape(t['file'])}")
+        kernel = " ".join(p for p in (t["kernel"], t["kernel_version"]) if p) or "unknown"
+        console.print(
+            f"  kernel {escape(kernel)}, host {escape(t['host'] or 'unknown')}, "
+            f"{fmt_count(t['events'])} events over {fmt_ns(t['span_ns'])}, "
+            f"lost {fmt_count(t['lost_events'])}"
+        )
+    s = a.summary
+    console.print(
+        f"  {fmt_count(s['tasks'])} tasks, {fmt_count(s['locks'])} locks in "
+        f"{fmt_count(s['classes'])} classes, {fmt_count(s['edges'])} ordering edges"
+    )
+    for note in a.notes:
+        console.print(f"  [yellow]note:[/] {escape(note)}")
+
+
+def _deadlock(console: Console, n: int, d: Deadlock) -> None:
+    console.print(
+        f"\n[bold red]DEADLOCK {n}[/] (happened): {len(d.tasks)} tasks wait for each other"
+    )
+    for t in d.tasks:
+        w = t.waits_for
+        console.print(
+            f"  [bold]{escape(t.comm)}/{t.tid}[/] waits since {stamp(w.since_ns)} for "
+            f"[bold]{escape(_lock(w.lock_class, w.lock_name))}[/] at {escape(w.caller)}, "
+            f"held by tid {t.waits_on_tid}"
+        )
+        for h in t.holds:
+            console.print(
+                f"    holds {escape(_lock(h.lock_class, h.lock_name))} since "
+                f"{stamp(h.since_ns)}, taken at {escape(h.caller)}"
+            )
+    for t in d.tasks:
+        _stack(console, f"{t.comm}/{t.tid} is waiting at:", t.waits_for.stack, "  ")
+
+
+def _lock(lock_class: str, lock_name: str) -> str:
+    return lock_class if lock_class == lock_name else f"{lock_class} {lock_name}"
+
+
+def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> None:
+    tags = [inv.level]
+    if inv.deadlocked:
+        tags.append("[red]deadlocked[/]")
+    if inv.same_task:
+        tags.append("one task only")
+    arrow = " -> ".join(escape(c) for c in [*inv.cycle, inv.cycle[0]])
+    style = "bold green" if inv.gate else "bold red"
+    console.print(f"\n[{style}]{title}[/]: {arrow}  ({', '.join(tags)})")
+    if inv.gate:
+        console.print(
+            f"  every edge was taken holding [bold]{escape(inv.gate)}[/]: cannot deadlock"
+        )
+    tasks = ", ".join(f"{t['comm']}/{t['tid']}" for t in inv.tasks)
+    console.print(f"  tasks: {escape(tasks)}")
+    if len(inv.edges) == 2:
+        _scenario(console, inv.edges)
+    for w in inv.edges:
+        _witness(console, w, several)
+
+
+def _scenario(console: Console, edges: list[Witness]) -> None:
+    """Lockdep's "possible unsafe locking scenario" for an AB-BA pair."""
+    first, second = edges
+    lines = [
+        (f"lock({_lock(first.src_class, first.src_name)});", ""),
+        ("", f"lock({_lock(second.src_class, second.src_name)});"),
+        ("", f"lock({_lock(first.src_class, first.src_name)});"),
+        (f"lock({_lock(second.src_class, second.src_name)});", ""),
+    ]
+    console.print("\n  Possible unsafe locking scenario:\n")
+    console.print(f"        {'CPU0':<{COLUMN}}CPU1")
+    console.print(f"        {'----':<{COLUMN}}----")
+    for left, right in lines:
+        console.print(escape(f"   {left:<{COLUMN + 5}}{right}".rstrip()))
+    console.print("\n   *** DEADLOCK ***\n")
+    console.print(
+        f"  CPU0 is {escape(first.comm)}/{first.tid} ({escape(first.held_caller)} then "
+        f"{escape(first.caller)}), CPU1 is {escape(second.comm)}/{second.tid} "
+        f"({escape(second.held_caller)} then {escape(second.caller)})"
+    )
+
+
+def _witness(console: Console, w: Witness, several: bool) -> None:
+    console.print(
+        f"\n  [bold]{escape(w.src)} -> {escape(w.dst)}[/]: {escape(w.comm)}/{w.tid} at "
+        f"{stamp(w.ts_ns)}" + (f" [dim]({escape(w.file)})[/]" if several else "")
+    )
+    _stack(console, f"attempted {_lock(w.dst_class, w.dst_name)} at:", w.stack)
+    _stack(console, f"while holding {_lock(w.src_class, w.src_name)}, taken at:", w.held_stack)
+
+
+def _anomaly(console: Console, an: Anomaly) -> None:
+    style = "bold red" if an.kind in ERROR_KINDS else "bold yellow"
+    console.print(
+        f"\n[{style}]{an.kind.upper()}[/]: {escape(an.comm)}/{an.tid} on "
+        f"[bold]{escape(_lock(an.lock_class, an.lock_name))}[/] at {stamp(an.ts_ns)}: "
+        f"{escape(an.detail)}"
+    )
+    _stack(console, "at:", an.stack)
