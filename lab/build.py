@@ -101,6 +101,16 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def remove_tree(path: Path) -> None:
+    """``rm -rf`` a chroot, refusing while anything is mounted in it (a bind of /dev)."""
+    prefix = f"{path.resolve()}/"
+    mounts = [m.split()[1] for m in Path("/proc/mounts").read_text().splitlines()]
+    busy = [m for m in mounts if m.startswith(prefix)]
+    if busy:
+        raise LabError(f"{busy[0]} is still mounted: umount it before rebuilding {path}")
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def ensure_host_tools() -> None:
     """Install the host packages the lab uses, when a command is missing."""
     missing = sorted({pkg for cmd, pkg in HOST_TOOLS.items() if shutil.which(cmd) is None})
@@ -173,7 +183,7 @@ def base_rootfs(timings: dict[str, float]) -> tuple[Path, str]:
     key = f"{SUITE} {MIRROR} {' '.join(GUEST_PACKAGES)}"
 
     def build() -> None:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         with timed("rootfs: debootstrap", timings):
             run(["debootstrap", "--variant=minbase", SUITE, root, MIRROR], retries=3)
         (root / "etc/apt/sources.list").write_text(SOURCES)
@@ -272,12 +282,11 @@ def initramfs(lab: Lab) -> None:
 
 def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str) -> str:
     """The kernel's root file system: base + headers, modules, lkpf, the lktrace venv."""
-    sources = [LAB / "module", LAB / "guest" / "rootfs-init"]
-    key = f"{lab.kernel.abi} | {base_key} | {wheel_key} | {_digest(*sources)}"
+    key = f"{lab.kernel.abi} | {base_key} | {wheel_key} | {_digest(LAB / 'module')}"
 
     def build() -> None:
         root = lab.rootfs
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         with timed("rootfs: copy base", lab.timings):
             run(["cp", "-a", base, root])
         abi = lab.kernel.abi
@@ -305,8 +314,6 @@ def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str)
         wrapper = root / "usr/local/bin/lktrace"
         wrapper.write_text(f'#!/bin/sh\nexec {VENV}/bin/python -m lktrace "$@"\n')
         wrapper.chmod(0o755)
-        shutil.copy(LAB / "guest" / "rootfs-init", root / "lab/init")
-        (root / "lab/init").chmod(0o755)
         (root / "share").mkdir(exist_ok=True)
 
     cached(lab.dir / "rootfs.stamp", key, build)
@@ -314,9 +321,15 @@ def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str)
 
 
 def image(lab: Lab, rootfs_key: str) -> None:
-    """The ext4 disk image of the root file system (``mkfs.ext4 -d``: no loop device)."""
+    """The ext4 disk image of the root file system (``mkfs.ext4 -d``: no loop device).
+
+    The guest's PID 1 goes in here, so that editing it costs an image, not a rootfs.
+    """
+    init = LAB / "guest" / "rootfs-init"
 
     def build() -> None:
+        shutil.copy(init, lab.rootfs / "lab/init")
+        (lab.rootfs / "lab/init").chmod(0o755)
         with timed("rootfs image", lab.timings):
             used = int(subprocess.run(["du", "-sm", lab.rootfs], capture_output=True, text=True,
                                       check=True).stdout.split()[0])  # fmt: skip
@@ -324,7 +337,7 @@ def image(lab: Lab, rootfs_key: str) -> None:
             lab.image.unlink(missing_ok=True)
             run(["mkfs.ext4", "-q", "-F", "-L", "lkroot", "-d", lab.rootfs, lab.image, f"{size}M"])
 
-    cached(lab.dir / "image.stamp", rootfs_key, build)
+    cached(lab.dir / "image.stamp", f"{rootfs_key} | {_digest(init)}", build)
 
 
 def build(kernel: Kernel) -> Lab:

@@ -1,7 +1,8 @@
 """Prove kprobes work in the guest with a bare BCC program, before lktrace is involved.
 
 Counts calls of the lock functions lktrace probes while numvfs-cycle runs,
-and lists which of the functions lktrace cares about this kernel has.
+lists how many symbols of each name lktrace cares about /proc/kallsyms has,
+and whether BCC can use fentry here.
 Usage: kprobe_smoke.py OUT.json (guest python3, with Debian's python3-bpfcc).
 """
 
@@ -9,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from bcc import BPF
@@ -19,6 +21,7 @@ WANTED = [
     "mutex_lock_interruptible", "mutex_lock_killable", "mutex_trylock",
     "mutex_lock_nested", "mutex_lock_io", "_mutex_lock_killable", "_mutex_trylock_nest_lock",
     "remove_store", "unbind_store", "sriov_numvfs_store", "rescan_store",
+    "pci_rescan_remove_lock", "pci_bus_type",
     "pci_stop_and_remove_bus_device_locked", "sriov_del_vfs", "sriov_add_vfs",
     "pci_iov_remove_virtfn", "device_release_driver", "pciehp_ist",
 ]  # fmt: skip
@@ -31,7 +34,7 @@ static int count(int i) { u64 *v = counts.lookup(&i); if (v) __sync_fetch_and_ad
 
 
 def main() -> None:
-    kallsyms = {line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines()}
+    kallsyms = Counter(line.split()[2] for line in Path("/proc/kallsyms").read_text().splitlines())
     fns = "\n".join(
         f"int on_{i}(struct pt_regs *ctx) {{ return count({i}); }}" for i in range(len(PROBED))
     )
@@ -45,7 +48,8 @@ def main() -> None:
     result = {
         "compile_s": round(compiled, 1),
         "counts": counts,
-        "symbols": {fn: fn in kallsyms for fn in WANTED},
+        "fentry": BPF.support_kfunc(),
+        "symbols": {fn: kallsyms[fn] for fn in WANTED},
     }
     Path(sys.argv[1]).write_text(json.dumps(result, indent=1))
 
