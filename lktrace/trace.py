@@ -288,12 +288,16 @@ class TraceWriter:
     that must survive being killed, spool first (see ``lktrace.collector``).
     """
 
-    def __init__(self, path: str | Path, row_group_size: int = 1 << 20) -> None:
+    def __init__(self, path: str | Path, row_group_size: int = 1 << 20, sink: Any = None) -> None:
+        """``sink``, when given, is an open binary file to write instead of ``path``
+        (which then only names it in errors), e.g. one opened with O_NOFOLLOW."""
         self.path = Path(path)
         self.row_group_size = row_group_size
         self.rows = 0
         try:
-            self._writer = pq.ParquetWriter(self.path, SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self.path if sink is None else sink, SCHEMA, compression="zstd"
+            )
         except (pa.ArrowException, OSError) as e:
             raise TraceError(self.path, f"cannot write: {str(e).splitlines()[0]}") from e
 

@@ -1,0 +1,249 @@
+"""BCC-backed event sources: loading bcc, finding kernel headers, attaching the probes,
+and draining their buffer as raw records. Only ``lktrace record`` imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lktrace.collector.errors import CollectorError
+from lktrace.collector.events import DTYPE
+from lktrace.probes import program
+from lktrace.probes.targets import Targets
+
+DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
+TRACEFS = Path("/sys/kernel/tracing")
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
+CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
+
+
+def import_bcc() -> Any:
+    """The ``bcc`` module, also from the system's dist-packages when run from a venv."""
+    try:
+        import bcc
+    except ImportError:
+        if not (DIST_PACKAGES / "bcc").is_dir():
+            raise CollectorError(
+                "bcc is not installed: on Debian/Ubuntu 'apt install python3-bpfcc' "
+                "(Fedora: 'dnf install python3-bcc')"
+            ) from None
+        sys.path.append(str(DIST_PACKAGES))
+        try:
+            import bcc
+        except ImportError as e:
+            raise CollectorError(
+                f"bcc in {DIST_PACKAGES} does not load in Python "
+                f"{sys.version_info.major}.{sys.version_info.minor} ({e}); run lktrace with "
+                "the system python3 or a venv made from it with --system-site-packages"
+            ) from None
+    return bcc
+
+
+def check_privileges(status: Path = Path("/proc/self/status")) -> None:
+    """Root, or CAP_BPF and CAP_PERFMON (v5.8+), or CAP_SYS_ADMIN."""
+    if os.geteuid() == 0:
+        return
+    caps = 0
+    for line in status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            caps = int(line.split()[1], 16)
+    have = lambda c: bool(caps >> c & 1)  # noqa: E731
+    if not (have(CAP_SYS_ADMIN) or (have(CAP_BPF) and have(CAP_PERFMON))):
+        raise CollectorError("recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo")
+
+
+def kprobes_available() -> bool:
+    """Whether the kernel has kprobe events (CONFIG_KPROBE_EVENTS)."""
+    return KPROBE_PMU.exists() or (TRACEFS / "kprobe_events").exists()
+
+
+def mount_tracefs() -> None:
+    """Mount tracefs at /sys/kernel/tracing unless it is already there."""
+    if (TRACEFS / "events").is_dir():
+        return
+    done = subprocess.run(
+        ["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True
+    )
+    if done.returncode or not (TRACEFS / "events").is_dir():
+        raise CollectorError(f"cannot mount tracefs on {TRACEFS}: {done.stderr.strip()}")
+
+
+@dataclass
+class Headers:
+    """Where BCC finds kernel headers: extra environment and include flags, and a note."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    cflags: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def find_headers(release: str, layout_free: bool, modules: Path = Path("/lib/modules")) -> Headers:
+    """Headers for ``release``, or (when the program needs no struct layout) any installed.
+
+    BCC reads /lib/modules/RELEASE/build; BCC_KERNEL_SOURCE overrides it. Another
+    kernel's headers do for a program that takes its offsets from BTF.
+    """
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return Headers(note=f"BCC_KERNEL_SOURCE={os.environ['BCC_KERNEL_SOURCE']}")
+    if (modules / release / "build").is_dir():
+        return Headers(note=release)
+    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        return Headers(note="kheaders (CONFIG_IKHEADERS)")
+    package = f"linux-headers-{release}"
+    if layout_free:
+        others = sorted(
+            (p for p in modules.glob("*/build") if (p.parent / "source").is_dir()),
+            key=lambda p: p.parent.name,
+        )
+        if others:
+            build, src = others[-1].resolve(), (others[-1].parent / "source").resolve()
+            inc = [
+                "arch/x86/include/generated",
+                "include",
+                "arch/x86/include/generated/uapi",
+                "include/generated/uapi",
+            ]
+            return Headers(
+                env={"BCC_KERNEL_SOURCE": str(src)},
+                cflags=[f"-I{build / d}" for d in inc],
+                note=f"{others[-1].parent.name} (not the running kernel's; the program "
+                "takes struct offsets from BTF, so only generic headers are used)",
+            )
+    raise CollectorError(
+        f"kernel headers for {release} are missing: install {package} "
+        f"(Debian/Ubuntu: apt install {package}), or point BCC_KERNEL_SOURCE at them"
+    )
+
+
+@contextlib.contextmanager
+def bcc_messages() -> Iterator[list[str]]:
+    """Capture what libbcc and clang print on fd 2; the list is filled on exit."""
+    lines: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            lines += [ln for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
+
+
+def load(bcc: Any, text: str, cflags: list[str]) -> Any:
+    """Compile and load a program; a failure becomes one line with bcc's last message."""
+    with bcc_messages() as lines:
+        try:
+            return bcc.BPF(text=text, cflags=cflags)
+        except Exception as e:  # bcc raises bare Exception for compile and attach errors
+            failure = e
+    detail = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
+    detail = detail or (lines[-1] if lines else str(failure))
+    raise CollectorError(f"the BPF program did not load: {detail.strip()}")
+
+
+class BccSource:
+    """Drains a BCC program's event buffer into raw records (bytes of :data:`DTYPE`)."""
+
+    def __init__(self, bpf: Any, ringbuf: bool, stacks: bool, apis: list[str]) -> None:
+        self.bpf = bpf
+        self.apis = apis
+        self._chunks: list[bytes] = []
+        self.buffered = 0
+        self.user_lost = 0
+        size = DTYPE.itemsize
+
+        def on_event(_ctx: Any, data: int, _size: int) -> None:
+            self._chunks.append(ctypes.string_at(data, size))
+            self.buffered += size
+
+        def on_lost(count: int) -> None:
+            self.user_lost += count
+
+        if ringbuf:
+            bpf["events"].open_ring_buffer(on_event)
+            self._poll = bpf.ring_buffer_poll
+        else:
+            bpf["events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
+            self._poll = bpf.perf_buffer_poll
+        self._stacks = bpf["stacks"] if stacks else None
+        self.stack_lookup = self._lookup if stacks else None
+
+    def _lookup(self, stack_id: int) -> list[int]:
+        try:
+            return list(self._stacks.walk(stack_id))
+        except KeyError:
+            return []
+
+    def poll(self, timeout_ms: int) -> None:
+        self._poll(timeout_ms)
+
+    def take(self) -> bytes:
+        raw = b"".join(self._chunks)
+        self._chunks = []
+        self.buffered = 0
+        return raw
+
+    def counters(self) -> dict[str, int]:
+        """Kernel-side counters (lost, state_full, held_full) summed over CPUs."""
+        table = self.bpf["counters"]
+        names = ("lost", "state_full", "held_full")
+        return {name: sum(table[ctypes.c_int(i)]) for i, name in enumerate(names) if i < len(table)}
+
+    @property
+    def lost(self) -> int:
+        return self.counters()["lost"] + self.user_lost
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def open_lock_probes(
+    targets: Targets, opts: program.Options, headers: Headers, fentry: bool
+) -> tuple[BccSource, list[str]]:
+    """Compile, load and attach the mutex program; returns the source and attached names."""
+    bcc = import_bcc()
+    text, attach = program.lock_program(targets, fentry)
+    flags = program.cflags(opts, targets, opts.scope_all) + headers.cflags
+    os.environ.update(headers.env)
+    bpf = load(bcc, text, flags)
+    attached: list[str] = []
+    if not fentry:
+        for kind, func, fn in attach:
+            try:
+                if kind == "kprobe":
+                    bpf.attach_kprobe(event=func, fn_name=fn)
+                    attached.append(func)
+                else:
+                    bpf.attach_kretprobe(event=func, fn_name=fn, maxactive=1024)
+            except Exception:  # bcc: "Failed to attach BPF program ..."
+                targets.missing.append(f"{func} ({kind} failed)")
+        if not any(a.name in attached for a in targets.apis):
+            bpf.cleanup()
+            raise CollectorError("no mutex function could be probed on this kernel")
+    else:
+        attached = list(dict.fromkeys(func for _, func, _ in attach))
+    apis = [a.name for a in targets.apis]
+    return BccSource(bpf, opts.ringbuf, opts.stacks, apis), attached
+
+
+def open_contention(targets: Targets, opts: program.Options, headers: Headers) -> BccSource:
+    """Compile and attach the lock:contention_begin/end program."""
+    bcc = import_bcc()
+    mount_tracefs()
+    if not (TRACEFS / "events/lock/contention_begin").is_dir():
+        raise CollectorError("this kernel has no lock:contention_begin tracepoint (needs v5.19+)")
+    os.environ.update(headers.env)
+    flags = program.cflags(opts, targets) + headers.cflags
+    bpf = load(bcc, program.contention_program(), flags)
+    return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))

@@ -1,0 +1,228 @@
+"""The raw event record shared with BPF, and its decoding into trace format v1 batches.
+
+One fixed-size C struct per event (rendered into the BPF source from :data:`FIELDS`, so
+the two sides cannot drift apart) is drained as bytes, viewed as a numpy structured
+array and turned into an Arrow table column by column: call sites are resolved once per
+distinct stack, never per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lktrace.collector.kallsyms import Kallsyms
+from lktrace.probes.targets import (
+    INFRA_PREFIXES,
+    LOCK_INTERNAL_PREFIXES,
+    STACK_APIS,
+    WRAPPED_LOCK,
+    WRAPPERS,
+)
+from lktrace.trace import EVENTS, SCHEMA, StackTable
+
+NIPS = 8  # frames kept in the event itself when full stacks are off
+NAME_LEN = 32  # device name bytes
+
+#: (name, C type, numpy type, count): the event record, in C declaration order.
+FIELDS = (
+    ("ts", "u64", "<u8", 1),
+    ("lock", "u64", "<u8", 1),
+    ("ips", "u64", "<u8", NIPS),
+    ("pid", "u32", "<u4", 1),
+    ("tid", "u32", "<u4", 1),
+    ("cpu", "u32", "<u4", 1),
+    ("stack_id", "s32", "<i4", 1),
+    ("api", "u16", "<u2", 1),
+    ("event", "u8", "u1", 1),
+    ("kind", "u8", "u1", 1),
+    ("comm", "char", "S16", 16),
+    ("name", "char", f"S{NAME_LEN}", NAME_LEN),
+)
+DTYPE = np.dtype(
+    [(n, t, (c,)) if c > 1 and not t.startswith("S") else (n, t) for n, _, t, c in FIELDS],
+    align=True,
+)
+
+# Values of the ``kind`` field (the KIND_* enum of the BPF programs).
+KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
+#: Bit of ``api`` meaning "name the API from the stack; the rest is a fallback"
+#: (tracepoint backend).
+API_FROM_STACK_BIT = 0x8000
+DEVICE_CLASS = "device_lock"
+WRAPPER_NAMES = frozenset(w.name for w in WRAPPERS)
+
+
+def c_struct() -> str:
+    """The C declaration of the event record."""
+    lines = [f"#define NIPS {NIPS}", f"#define NAME_LEN {NAME_LEN}", "struct event {"]
+    for name, ctype, _, count in FIELDS:
+        lines.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
+    lines.append("};")
+    return "\n".join(lines)
+
+
+StackLookup = Callable[[int], Sequence[int]]
+
+
+class Decoder:
+    """Turns raw event bytes into format v1 tables, interning stacks as it goes.
+
+    ``apis`` names the ``api`` ids the BPF program emits; ``stack_lookup`` returns the
+    addresses of a kernel stack id (``None`` when stacks are off: the event's own
+    frames are used for the call site instead).
+    """
+
+    def __init__(
+        self, syms: Kallsyms, apis: Sequence[str], stack_lookup: StackLookup | None
+    ) -> None:
+        self.syms = syms
+        self.stack_lookup = stack_lookup
+        self.stacks = StackTable()
+        self.stack_errors = 0
+        self._strings: dict[str, int] = {}
+        self._string_list: list[str] = []
+        self._api_ids = np.array([self._intern(a) for a in apis], dtype=np.int32)
+        self._sites: dict[int, tuple[int, int, int, int, int]] = {}
+        self._event_dict = pa.array(EVENTS)
+        self._fixed = {
+            KIND_DEVICE: self._intern(DEVICE_CLASS),
+            KIND_WRAPPED: self._intern(WRAPPED_LOCK),
+        }
+
+    def _intern(self, text: str) -> int:
+        idx = self._strings.get(text)
+        if idx is None:
+            idx = self._strings[text] = len(self._string_list)
+            self._string_list.append(text)
+        return idx
+
+    def _site(self, key: int, frames: np.ndarray | None) -> tuple[int, int, int, int, int]:
+        """(file stack id, caller, class, api or -1, wrapped) of one call site, cached."""
+        site = self._sites.get(key)
+        if site is not None:
+            return site
+        if frames is None:
+            addrs = self.stack_lookup(key) if key >= 0 else ()
+        else:
+            addrs = [a for a in frames.tolist() if a]
+        names = self.syms.symbolize(np.array(addrs, dtype=np.uint64)) if len(addrs) else []
+        funcs = [n.partition("+")[0] for n in names]
+        first = 0
+        while first < len(funcs) and funcs[first].startswith(INFRA_PREFIXES):
+            first += 1
+        top, below = None, first
+        while below < len(funcs) and funcs[below].startswith(LOCK_INTERNAL_PREFIXES):
+            if funcs[below] in STACK_APIS:
+                top = below  # the outermost lock API function seen
+            below += 1
+        if below < len(funcs) and funcs[below] in WRAPPER_NAMES:
+            top, below = below, below + 1  # e.g. pci_lock_rescan_remove around mutex_lock
+        api = self._intern(funcs[top]) if top is not None else -1
+        wrapped = int(top is not None and funcs[top] in WRAPPER_NAMES)
+        start = first if top is None else top
+        caller = names[below] if below < len(names) else "?"
+        caller_func = caller.partition("+")[0]
+        sid = -1
+        if frames is None and key >= 0 and names:
+            sid = self.stacks.intern(names[start:])
+        site = (sid, self._intern(caller), self._intern(f"mutex@{caller_func}"), api, wrapped)
+        self._sites[key] = site
+        return site
+
+    def decode(self, raw: bytes | bytearray | memoryview, seq0: int) -> pa.Table:
+        """A table (in time order, ``seq`` from ``seq0``) of the records in ``raw``."""
+        ev = np.frombuffer(raw, dtype=DTYPE)
+        ev = ev[np.argsort(ev["ts"], kind="stable")]
+        n = len(ev)
+        if self.stack_lookup is not None:
+            keys = ev["stack_id"].astype(np.int64)
+            frames = None
+        else:
+            frames = ev["ips"]
+            # one 64-bit key per distinct frame list, mixed from all its frames
+            mult = np.arange(1, 2 * NIPS, 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            with np.errstate(over="ignore"):
+                keys = (frames * mult).sum(axis=1).astype(np.int64)
+        enc = pc.dictionary_encode(pa.array(keys))
+        uniq = enc.dictionary.to_numpy()
+        inv = enc.indices.to_numpy()
+        first_row = np.zeros(len(uniq), dtype=np.int64)
+        first_row[inv[::-1]] = np.arange(n - 1, -1, -1)
+        sites = np.array(
+            [
+                self._site(int(k), None if frames is None else frames[first_row[i]])
+                for i, k in enumerate(uniq.tolist())
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 5)[inv]
+        self.stack_errors += int((keys < 0).sum()) if frames is None else 0
+
+        kind = ev["kind"].astype(np.int64)
+        api = ev["api"].astype(np.int64)
+        from_stack = (api & API_FROM_STACK_BIT) != 0
+        api_idx = self._api_ids[api & ~API_FROM_STACK_BIT]
+        if from_stack.any():
+            guessed = sites[:, 3] >= 0
+            api_idx = np.where(from_stack & guessed, sites[:, 3], api_idx)
+            kind = np.where(from_stack & (sites[:, 4] == 1), KIND_WRAPPED, kind)
+        class_idx = np.where(
+            kind == KIND_DEVICE,
+            self._fixed[KIND_DEVICE],
+            np.where(kind == KIND_WRAPPED, self._fixed[KIND_WRAPPED], sites[:, 2]),
+        )
+        strings = pa.array(self._string_list, pa.string())
+        stack_id = sites[:, 0]
+        return pa.table(
+            {
+                "seq": pa.array(np.arange(seq0, seq0 + n, dtype=np.uint64)),
+                "ts_ns": pa.array(ev["ts"].astype(np.int64)),
+                "cpu": pa.array(ev["cpu"].astype(np.int32)),
+                "pid": pa.array(ev["pid"].astype(np.int32)),
+                "tid": pa.array(ev["tid"].astype(np.int32)),
+                "comm": _fixed_strings(ev["comm"], ""),
+                "event": pa.DictionaryArray.from_arrays(
+                    pa.array(ev["event"].astype(np.int32)), self._event_dict
+                ),
+                "api": _dict(api_idx, strings),
+                "lock_addr": pa.array(ev["lock"]),
+                "lock_class": _dict(class_idx, strings),
+                "lock_name": _lock_names(ev["lock"], kind, ev["name"]),
+                "caller": _dict(sites[:, 1], strings),
+                "stack_id": pa.array(stack_id.astype(np.int32), mask=stack_id < 0),
+            },
+            schema=SCHEMA,
+        )
+
+
+def _dict(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), dictionary)
+
+
+def _fixed_strings(column: np.ndarray, prefix: str) -> pa.DictionaryArray:
+    """Dictionary-encode NUL-padded fixed-size byte strings, decoding only the distinct ones."""
+    width = column.dtype.itemsize
+    data = pa.py_buffer(np.ascontiguousarray(column).tobytes())
+    enc = pc.dictionary_encode(
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(column), [None, data])
+    )
+    words = [prefix + b.rstrip(b"\0").decode(errors="replace") for b in enc.dictionary.to_pylist()]
+    return pa.DictionaryArray.from_arrays(enc.indices, pa.array(words, pa.string()))
+
+
+def _lock_names(lock: np.ndarray, kind: np.ndarray, name: np.ndarray) -> pa.DictionaryArray:
+    """``pci:<dev>`` for device locks, the symbol for the wrapped lock, else the hex address."""
+    enc = pc.dictionary_encode(pa.array(lock))
+    hexes = [f"0x{a:x}" for a in enc.dictionary.to_numpy().tolist()]
+    idx = enc.indices.to_numpy().astype(np.int64)
+    words = [*hexes, WRAPPED_LOCK]
+    idx = np.where(kind == KIND_WRAPPED, len(hexes), idx)
+    device = kind == KIND_DEVICE
+    if device.any():
+        devs = _fixed_strings(name[device], "pci:")
+        idx[device] = devs.indices.to_numpy() + len(words)
+        words += devs.dictionary.to_pylist()
+    return _dict(idx, pa.array(words, pa.string()))

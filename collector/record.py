@@ -1,0 +1,269 @@
+"""``lktrace record`` and ``lktrace recover``: from checks and probes to a finished trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lktrace.collector import output
+from lktrace.collector.errors import CollectorError
+from lktrace.collector.kallsyms import Kallsyms
+from lktrace.collector.pipeline import Drain, EventSource, Progress
+from lktrace.collector.spool import SPOOL_SUFFIX, SpoolWriter, convert, spool_path
+from lktrace.console import fmt_count
+from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
+from lktrace.probes.program import Options
+from lktrace.probes.targets import Targets, discover, fentry_possible
+from lktrace.trace import TraceMeta
+
+BACKENDS = ("auto", "fentry", "kprobe", "tracepoint")
+
+
+@dataclass
+class RecordRequest:
+    """The command line of ``lktrace record``."""
+
+    output: Path
+    duration: float | None = None
+    scope: str = "pci"
+    stacks: bool = True
+    pid: int | None = None
+    comm: str | None = None
+    backend: str = "auto"
+    force: bool = False
+    command: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Opened:
+    """An attached source and what to say about it in the metadata."""
+
+    source: EventSource
+    backend: str
+    probes: list[str]
+    extra: dict[str, str]
+
+
+def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
+    """Check the kernel, choose the backend and attach (BCC is imported only here)."""
+    from lktrace.collector import bpf
+
+    bpf.check_privileges()
+    bpf.import_bcc()
+    try:
+        btf = Btf.load() if VMLINUX_BTF.exists() else None
+    except BtfError:
+        btf = None
+    targets = discover(syms, btf)
+    opts = Options(
+        stacks=req.stacks,
+        scope_all=req.scope == "all",
+        pid=req.pid,
+        comm=req.comm,
+        ringbuf=targets.ringbuf,
+    )
+    layout_free = {"mutex", "bus", "name", "bus_name"} <= targets.offsets.keys()
+    headers = bpf.find_headers(os.uname().release, layout_free)
+    extra = {
+        "headers": headers.note,
+        "buffer": "ring buffer" if opts.ringbuf else "perf buffer",
+        "device_offsets": "BTF" if layout_free else "kernel headers",
+    }
+    if req.backend == "tracepoint":
+        source = bpf.open_contention(targets, opts, headers)
+        extra |= {"releases": "no", "scope": "all contended mutexes and rwsems"}
+        return Opened(
+            source, "tracepoint", ["lock:contention_begin", "lock:contention_end"], extra
+        ), targets
+    extra |= {"releases": "yes", "scope": req.scope}
+    want_fentry = req.backend == "fentry" or (
+        req.backend == "auto" and fentry_possible(targets, btf) and bcc_kfunc(bpf)
+    )
+    if want_fentry:
+        try:
+            source, probes = bpf.open_lock_probes(targets, opts, headers, fentry=True)
+            return Opened(source, "fentry", probes, extra), targets
+        except CollectorError as e:
+            if req.backend == "fentry":
+                raise
+            extra["fentry"] = f"not used: {e}"
+    if not bpf.kprobes_available():
+        raise CollectorError(
+            "this kernel has no kprobes (CONFIG_KPROBES off) and fentry is not allowed: "
+            "use --backend tracepoint (contended acquisitions only)"
+        )
+    source, probes = bpf.open_lock_probes(targets, opts, headers, fentry=False)
+    return Opened(source, "kprobe", probes, extra), targets
+
+
+def bcc_kfunc(bpf_module: object) -> bool:
+    """Whether BCC sees BTF trampolines on this kernel."""
+    return bool(bpf_module.import_bcc().BPF.support_kfunc())
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM, a duration or the end of the recorded command."""
+
+    def __init__(self, duration: float | None, child: subprocess.Popen | None) -> None:
+        self.signal: int | None = None
+        self.deadline = time.monotonic() + duration if duration else None
+        self.child = child
+
+    def handler(self, signum: int, _frame: object) -> None:
+        self.signal = signum
+
+    def __call__(self) -> bool:
+        return (
+            self.signal is not None
+            or (self.deadline is not None and time.monotonic() >= self.deadline)
+            or (self.child is not None and self.child.poll() is not None)
+        )
+
+
+def status_line(p: Progress) -> None:
+    """Rewrite the live status line on a terminal."""
+    secs = p.elapsed_ns / 1e9
+    rate = p.events / secs if secs else 0.0
+    sys.stderr.write(
+        f"\r\033[Krecording {secs:6.1f} s  {fmt_count(p.events)} events  "
+        f"{rate:,.0f}/s  lost {fmt_count(p.lost)}  spool {p.spool_bytes / 1e6:.1f} MB"
+    )
+    sys.stderr.flush()
+
+
+def record(req: RecordRequest) -> tuple[TraceMeta, int]:
+    """Run a recording to completion; returns the trace's metadata and event count."""
+    work = prepare_output(req.output, req.force)
+    try:
+        syms = Kallsyms.load()
+        if syms.zeroed:
+            raise CollectorError(
+                "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
+                "with 'sysctl kernel.kptr_restrict=1'"
+            )
+        opened, targets = open_source(req, syms)
+    except BaseException:
+        output.remove_dir(work)  # failed before recording: leave nothing behind
+        raise
+    extra = dict(opened.extra)
+    if opened.backend != "tracepoint":
+        extra["missing_probes"] = json.dumps(targets.missing)
+    meta = start_meta(req, opened.backend, opened.probes, extra)
+    return run_recording(opened.source, syms, meta, work, req)
+
+
+def prepare_output(out: Path, force: bool) -> Path:
+    """Check ``out`` and make its spool directory (a stale one only goes with ``force``)."""
+    output.check_target(out, force)
+    spool_dir = spool_path(out)
+    if spool_dir.exists() or spool_dir.is_symlink():
+        if not force:
+            raise CollectorError(
+                f"{spool_dir}: a spool from an earlier recording is there: "
+                f"'lktrace recover {spool_dir} -o {out}', or --force to discard it"
+            )
+        output.remove_dir(spool_dir)
+    return output.private_dir(out, spool_dir.name)
+
+
+def start_meta(
+    req: RecordRequest, backend: str, probes: list[str], extra: dict[str, str]
+) -> TraceMeta:
+    """The metadata known when recording starts."""
+    uname = os.uname()
+    meta = TraceMeta(
+        kernel=uname.release,
+        kernel_version=uname.version,
+        host=socket.gethostname(),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        probes=probes,
+        command=" ".join(req.argv),
+        extra={"backend": backend, "stacks_recorded": "yes" if req.stacks else "no", **extra},
+    )
+    if req.pid is not None:
+        meta.extra["filter_pid"] = str(req.pid)
+    if req.comm:
+        meta.extra["filter_comm"] = req.comm
+    return meta
+
+
+def run_recording(
+    source: EventSource, syms: Kallsyms, meta: TraceMeta, work: Path, req: RecordRequest
+) -> tuple[TraceMeta, int]:
+    """Drain ``source`` into the spool in ``work`` until told to stop, then write the trace."""
+    spool = SpoolWriter(work, meta)
+    drain = Drain(source, spool, syms)
+    try:
+        child = subprocess.Popen(req.command) if req.command else None
+    except OSError as e:
+        source.close()
+        spool.close()
+        output.remove_dir(work)
+        raise CollectorError(f"cannot run {req.command[0]}: {e.strerror}") from e
+    stop = StopFlag(req.duration, child)
+    old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    tty = sys.stderr.isatty()
+    try:
+        progress = drain.run(stop, status_line if tty else None)
+        counters = source.counters()
+        final = {
+            "stack_errors": str(drain.decoder.stack_errors),
+            "task_state_full": str(counters.get("state_full", 0)),
+            "held_map_full": str(counters.get("held_full", 0)),
+        }
+        if stop.signal is not None:
+            final["stopped_by"] = signal.Signals(stop.signal).name
+        if child is not None and child.returncode is not None:
+            final["command_exit"] = str(child.returncode)
+        empty = drain.decoder.decode(b"", progress.events)
+        spool.append(empty, [], progress.lost, progress.elapsed_ns, final)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        source.close()
+        spool.close()
+        if tty:
+            sys.stderr.write("\n")
+    return finish(work, req.output, req.force)
+
+
+def finish(
+    spool_dir: Path, out: Path, force: bool, recovered: bool = False
+) -> tuple[TraceMeta, int]:
+    """Turn a spool into the trace at ``out`` (owned by the sudo user), then remove it."""
+    result: list[tuple[TraceMeta, int]] = []
+    work = output.private_dir(out)
+    try:
+        output.create_into(
+            out,
+            work,
+            lambda f: result.append(convert(spool_dir, out, f, recovered)),
+            force,
+            output.invoking_owner(),
+        )
+    finally:
+        output.remove_dir(work)
+    if not recovered:
+        output.remove_dir(spool_dir)
+    return result[0]
+
+
+def recover(spool_dir: Path, out: Path | None, force: bool) -> tuple[TraceMeta, int, Path]:
+    """``lktrace recover``: the trace a killed recording left in its spool."""
+    if out is None:
+        if spool_dir.name.endswith(SPOOL_SUFFIX):
+            out = spool_dir.with_name(spool_dir.name[: -len(SPOOL_SUFFIX)])
+        else:
+            raise CollectorError(f"{spool_dir}: give the trace to write with -o")
+    output.check_target(out, force)
+    meta, rows = finish(spool_dir, out, force, recovered=True)
+    return meta, rows, out
