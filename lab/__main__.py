@@ -55,6 +55,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         (dest / f"{name}.json").write_text(json.dumps(result, indent=1))
         hung = sorted({t["comm"] for t in result["blocked"]})
         log(f"{name}: rc={result['rc']} timed_out={result['timed_out']} blocked={hung}")
+        if bool(hung) != s.hangs:
+            log(f"{name}: unexpected: it {'hung' if hung else 'did not hang'} on this kernel")
     log(f"results in {dest}")
 
 

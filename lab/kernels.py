@@ -29,7 +29,7 @@ class Kernel:
 
     @property
     def series(self) -> str:
-        return ".".join(self.abi.split(".")[:2]).split("-")[0]
+        return ".".join(self.abi.split(".")[:2])
 
     @property
     def image_package(self) -> str:

@@ -17,7 +17,7 @@ class Scenario:
 SCENARIOS = {
     s.name: s
     for s in (
-        Scenario("rootport-remove-vs-numvfs", hangs=True, timeout=60),
+        Scenario("rootport-remove-vs-numvfs", hangs=True, timeout=30),
         Scenario("rootport-remove-then-numvfs", hangs=False, timeout=120),
         Scenario("pf-remove-vs-unbind", hangs=False, timeout=120),
         Scenario("numvfs-cycle", hangs=False, timeout=120),

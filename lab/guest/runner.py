@@ -19,6 +19,10 @@ SHARE = Path("/share")
 OUT = SHARE / "out"
 LKTRACE = "/usr/local/bin/lktrace"
 #: How long the recorder gets to flush after each stop signal.
+#: The scenarios' lib.sh creates this when a scenario starts.
+STARTED = Path("/run/lab-scenario-started")
+#: How long a recorder may take to start (import, BCC compile, attach) under TCG.
+STARTUP_LIMIT = 600.0
 STOP_SIGNALS = ((signal.SIGINT, 120.0), (signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0))
 
 
@@ -38,13 +42,22 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return True
 
 
+def _wait_started(proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the scenario script runs (the recorder starts it once its probes are in)."""
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while not STARTED.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def run_bounded(cmd: list[str], log_path: Path, timeout: float) -> dict:
-    """Run ``cmd``; past ``timeout`` stop it by signal, escalating, as a user would."""
+    """Run ``cmd``; ``timeout`` s after the scenario starts, stop it by signal, escalating."""
     log(f"run: {' '.join(cmd)} (timeout {timeout:.0f} s)")
+    STARTED.unlink(missing_ok=True)
     start = time.monotonic()
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         result: dict = {"cmd": cmd, "timed_out": False, "stopped_by": None}
+        _wait_started(proc)
         if not _wait(proc, timeout):
             result["timed_out"] = True
             for sig, grace in STOP_SIGNALS:

@@ -20,3 +20,4 @@ write_as() {
 	note "$1: done"
 }
 note "PF $PF, root port $(basename "$RP_DIR")"
+touch /run/lab-scenario-started # the runner's timeout counts from here
