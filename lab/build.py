@@ -59,6 +59,8 @@ GUEST_PACKAGES = [
 ]
 #: Modules the initramfs loads to mount the root disk (the rest load from it).
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]
+#: Bump when base_rootfs() changes how it builds, so cached bases are rebuilt.
+BASE_RECIPE = 2
 VENV = "/opt/lktrace"
 GUEST_PYTHON = "3.11"
 
@@ -180,7 +182,7 @@ def chroot_apt(root: Path, *args: str) -> None:
 def base_rootfs(timings: dict[str, float]) -> tuple[Path, str]:
     """debootstrap bookworm (minbase) with the guest packages: shared by every kernel."""
     root = CACHE / f"base-{SUITE}"
-    key = f"{SUITE} {MIRROR} {' '.join(GUEST_PACKAGES)}"
+    key = f"v{BASE_RECIPE} {SUITE} {MIRROR} {' '.join(GUEST_PACKAGES)}"
 
     def build() -> None:
         remove_tree(root)
@@ -188,6 +190,10 @@ def base_rootfs(timings: dict[str, float]) -> tuple[Path, str]:
             run(["debootstrap", "--variant=minbase", SUITE, root, MIRROR], retries=3)
         (root / "etc/apt/sources.list").write_text(SOURCES)
         shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        # bookworm's 6.12 headers depend on the 6.12 image package (6.1's do not), whose
+        # postinst would build an initramfs the lab never boots: make that a no-op.
+        chroot(root, "dpkg-divert", "--local", "--rename", "--add", "/usr/sbin/update-initramfs")
+        (root / "usr/sbin/update-initramfs").symlink_to("/bin/true")
         with timed("rootfs: guest packages", timings), chroot_mounts(root):
             chroot_apt(root, "update")
             chroot_apt(root, "install", "-y", "--no-install-recommends", *GUEST_PACKAGES)
