@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import DTYPE
+from lktrace.collector.events import event_dtype
 from lktrace.probes import program
 from lktrace.probes.targets import Targets
 
@@ -49,9 +49,7 @@ def import_bcc() -> Any:
 
 
 def check_privileges(status: Path = Path("/proc/self/status")) -> None:
-    """Root, or CAP_BPF and CAP_PERFMON (v5.8+), or CAP_SYS_ADMIN."""
-    if os.geteuid() == 0:
-        return
+    """CAP_BPF and CAP_PERFMON (v5.8+), or CAP_SYS_ADMIN (what root normally has)."""
     caps = 0
     for line in status.read_text().splitlines():
         if line.startswith("CapEff:"):
@@ -140,20 +138,29 @@ def bcc_messages() -> Iterator[list[str]]:
             lines += [ln for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
 
 
-def load(bcc: Any, text: str, cflags: list[str]) -> Any:
-    """Compile and load a program; a failure becomes one line with bcc's last message."""
-    with bcc_messages() as lines:
-        try:
-            return bcc.BPF(text=text, cflags=cflags)
-        except Exception as e:  # bcc raises bare Exception for compile and attach errors
-            failure = e
-    detail = next((ln for ln in reversed(lines) if "error" in ln.lower()), None)
+def load(bcc: Any, text: str, cflags: list[str], headers: Headers) -> Any:
+    """Compile and load a program; a failure becomes one line with clang's or bcc's message."""
+    saved = {k: os.environ.get(k) for k in headers.env}
+    os.environ.update(headers.env)  # BCC reads BCC_KERNEL_SOURCE from the environment
+    try:
+        with bcc_messages() as lines:
+            try:
+                return bcc.BPF(text=text.encode(), cflags=cflags + headers.cflags)
+            except Exception as e:  # bcc raises bare Exception for compile and attach errors
+                failure = e
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    detail = next((ln for ln in lines if "error:" in ln), None)  # clang's first error
     detail = detail or (lines[-1] if lines else str(failure))
     raise CollectorError(f"the BPF program did not load: {detail.strip()}")
 
 
 class BccSource:
-    """Drains a BCC program's event buffer into raw records (bytes of :data:`DTYPE`)."""
+    """Drains a BCC program's event buffer into raw records (see :func:`event_dtype`)."""
 
     def __init__(self, bpf: Any, ringbuf: bool, stacks: bool, apis: list[str]) -> None:
         self.bpf = bpf
@@ -161,7 +168,7 @@ class BccSource:
         self._chunks: list[bytes] = []
         self.buffered = 0
         self.user_lost = 0
-        size = DTYPE.itemsize
+        size = event_dtype(stacks).itemsize
 
         def on_event(_ctx: Any, data: int, _size: int) -> None:
             self._chunks.append(ctypes.string_at(data, size))
@@ -213,10 +220,8 @@ def open_lock_probes(
 ) -> tuple[BccSource, list[str]]:
     """Compile, load and attach the mutex program; returns the source and attached names."""
     bcc = import_bcc()
-    text, attach = program.lock_program(targets, fentry)
-    flags = program.cflags(opts, targets, opts.scope_all) + headers.cflags
-    os.environ.update(headers.env)
-    bpf = load(bcc, text, flags)
+    text, attach = program.lock_program(targets, opts, fentry)
+    bpf = load(bcc, text, program.cflags(opts, targets), headers)
     attached: list[str] = []
     if not fentry:
         for kind, func, fn in attach:
@@ -243,7 +248,5 @@ def open_contention(targets: Targets, opts: program.Options, headers: Headers) -
     mount_tracefs()
     if not (TRACEFS / "events/lock/contention_begin").is_dir():
         raise CollectorError("this kernel has no lock:contention_begin tracepoint (needs v5.19+)")
-    os.environ.update(headers.env)
-    flags = program.cflags(opts, targets) + headers.cflags
-    bpf = load(bcc, program.contention_program(), flags)
+    bpf = load(bcc, program.contention_program(opts), program.cflags(opts, targets), headers)
     return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))

@@ -18,6 +18,7 @@ from lktrace.collector.kallsyms import Kallsyms
 from lktrace.probes.targets import (
     INFRA_PREFIXES,
     LOCK_INTERNAL_PREFIXES,
+    RWSEM_APIS,
     STACK_APIS,
     WRAPPED_LOCK,
     WRAPPERS,
@@ -25,13 +26,12 @@ from lktrace.probes.targets import (
 from lktrace.trace import EVENTS, SCHEMA, StackTable
 
 NIPS = 8  # frames kept in the event itself when full stacks are off
-NAME_LEN = 32  # device name bytes
+NAME_LEN = 16  # device name bytes: "0000:01:00.0" and its NUL
 
 #: (name, C type, numpy type, count): the event record, in C declaration order.
 FIELDS = (
     ("ts", "u64", "<u8", 1),
     ("lock", "u64", "<u8", 1),
-    ("ips", "u64", "<u8", NIPS),
     ("pid", "u32", "<u4", 1),
     ("tid", "u32", "<u4", 1),
     ("cpu", "u32", "<u4", 1),
@@ -42,10 +42,33 @@ FIELDS = (
     ("comm", "char", "S16", 16),
     ("name", "char", f"S{NAME_LEN}", NAME_LEN),
 )
-DTYPE = np.dtype(
-    [(n, t, (c,)) if c > 1 and not t.startswith("S") else (n, t) for n, _, t, c in FIELDS],
-    align=True,
-)
+#: Appended when stacks are off: the first frames, for the call site.
+FRAMES = ("ips", "u64", "<u8", NIPS)
+
+
+def _fields(stacks: bool) -> tuple[tuple[str, str, str, int], ...]:
+    return FIELDS if stacks else (*FIELDS, FRAMES)
+
+
+def event_dtype(stacks: bool) -> np.dtype:
+    """The numpy layout of the record (C alignment and padding)."""
+    return np.dtype(
+        [
+            (n, t, (c,)) if c > 1 and not t.startswith("S") else (n, t)
+            for n, _, t, c in _fields(stacks)
+        ],
+        align=True,
+    )
+
+
+def c_struct(stacks: bool) -> str:
+    """The C declaration of the event record."""
+    lines = [f"#define NIPS {NIPS}", f"#define NAME_LEN {NAME_LEN}", "struct event {"]
+    for name, ctype, _, count in _fields(stacks):
+        lines.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
+    lines.append("};")
+    return "\n".join(lines)
+
 
 # Values of the ``kind`` field (the KIND_* enum of the BPF programs).
 KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
@@ -54,15 +77,6 @@ KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
 API_FROM_STACK_BIT = 0x8000
 DEVICE_CLASS = "device_lock"
 WRAPPER_NAMES = frozenset(w.name for w in WRAPPERS)
-
-
-def c_struct() -> str:
-    """The C declaration of the event record."""
-    lines = [f"#define NIPS {NIPS}", f"#define NAME_LEN {NAME_LEN}", "struct event {"]
-    for name, ctype, _, count in FIELDS:
-        lines.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
-    lines.append("};")
-    return "\n".join(lines)
 
 
 StackLookup = Callable[[int], Sequence[int]]
@@ -81,6 +95,7 @@ class Decoder:
     ) -> None:
         self.syms = syms
         self.stack_lookup = stack_lookup
+        self.dtype = event_dtype(stacks=stack_lookup is not None)
         self.stacks = StackTable()
         self.stack_errors = 0
         self._strings: dict[str, int] = {}
@@ -109,11 +124,9 @@ class Decoder:
             addrs = self.stack_lookup(key) if key >= 0 else ()
         else:
             addrs = [a for a in frames.tolist() if a]
-        names = self.syms.symbolize(np.array(addrs, dtype=np.uint64)) if len(addrs) else []
+        names = _clean(self.syms.symbolize(addrs) if len(addrs) else [])
         funcs = [n.partition("+")[0] for n in names]
         first = 0
-        while first < len(funcs) and funcs[first].startswith(INFRA_PREFIXES):
-            first += 1
         top, below = None, first
         while below < len(funcs) and funcs[below].startswith(LOCK_INTERNAL_PREFIXES):
             if funcs[below] in STACK_APIS:
@@ -129,83 +142,118 @@ class Decoder:
         sid = -1
         if frames is None and key >= 0 and names:
             sid = self.stacks.intern(names[start:])
-        site = (sid, self._intern(caller), self._intern(f"mutex@{caller_func}"), api, wrapped)
+        kind = "rwsem" if top is not None and funcs[top] in RWSEM_APIS else "mutex"
+        site = (sid, self._intern(caller), self._intern(f"{kind}@{caller_func}"), api, wrapped)
         self._sites[key] = site
         return site
 
     def decode(self, raw: bytes | bytearray | memoryview, seq0: int) -> pa.Table:
-        """A table (in time order, ``seq`` from ``seq0``) of the records in ``raw``."""
-        ev = np.frombuffer(raw, dtype=DTYPE)
-        ev = ev[np.argsort(ev["ts"], kind="stable")]
-        n = len(ev)
-        if self.stack_lookup is not None:
-            keys = ev["stack_id"].astype(np.int64)
-            frames = None
-        else:
-            frames = ev["ips"]
-            # one 64-bit key per distinct frame list, mixed from all its frames
-            mult = np.arange(1, 2 * NIPS, 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-            with np.errstate(over="ignore"):
-                keys = (frames * mult).sum(axis=1).astype(np.int64)
-        enc = pc.dictionary_encode(pa.array(keys))
-        uniq = enc.dictionary.to_numpy()
-        inv = enc.indices.to_numpy()
-        first_row = np.zeros(len(uniq), dtype=np.int64)
-        first_row[inv[::-1]] = np.arange(n - 1, -1, -1)
-        sites = np.array(
-            [
-                self._site(int(k), None if frames is None else frames[first_row[i]])
-                for i, k in enumerate(uniq.tolist())
-            ],
-            dtype=np.int64,
-        ).reshape(-1, 5)[inv]
-        self.stack_errors += int((keys < 0).sum()) if frames is None else 0
+        """A table (in time order, ``seq`` from ``seq0``) of the records in ``raw``.
 
-        kind = ev["kind"].astype(np.int64)
-        api = ev["api"].astype(np.int64)
+        Columns are copied out of the records first and only then put in time order:
+        gathering small arrays is cheaper than gathering whole records.
+        """
+        ev = np.frombuffer(raw, dtype=self.dtype)
+        n = len(ev)
+        ts = np.ascontiguousarray(ev["ts"])
+        in_order = n < 2 or bool((ts[1:] >= ts[:-1]).all())
+        order = None if in_order else np.argsort(ts, kind="stable")
+
+        def col(name: str) -> np.ndarray:
+            c = np.ascontiguousarray(ev[name])
+            return c if order is None else c[order]
+
+        comm = _fixed_strings(ev["comm"], "")
+        if order is not None:
+            comm = comm.take(pa.array(order))
+        if self.stack_lookup is not None:
+            frames = None
+            keys = col("stack_id")
+            self.stack_errors += int((keys < 0).sum())
+        else:
+            frames = col("ips")
+            # one 64-bit key per distinct frame list, mixed from all its frames
+            keys = np.zeros(n, dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                for i in range(NIPS):
+                    keys += frames[:, i] * np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64)
+            keys = keys.view(np.int64)
+        enc = pc.dictionary_encode(pa.array(keys))
+        inv = enc.indices.to_numpy()
+        uniq = enc.dictionary.to_pylist()
+        if frames is None:
+            per_site = [self._site(k, None) for k in uniq]
+        else:
+            first = np.empty(len(uniq), dtype=np.int64)
+            first[inv] = np.arange(n)  # any row of each key will do: same frames
+            per_site = [self._site(k, frames[first[i]]) for i, k in enumerate(uniq)]
+        sites = np.array(per_site, dtype=np.int32).reshape(-1, 5)
+        stack_id, caller, site_class, site_api, wrapped = (sites[:, i][inv] for i in range(5))
+
+        kind = col("kind")
+        api = col("api")
         from_stack = (api & API_FROM_STACK_BIT) != 0
-        api_idx = self._api_ids[api & ~API_FROM_STACK_BIT]
+        api_idx = self._api_ids[api & (API_FROM_STACK_BIT - 1)]
         if from_stack.any():
-            guessed = sites[:, 3] >= 0
-            api_idx = np.where(from_stack & guessed, sites[:, 3], api_idx)
-            kind = np.where(from_stack & (sites[:, 4] == 1), KIND_WRAPPED, kind)
+            api_idx = np.where(from_stack & (site_api >= 0), site_api, api_idx)
+            kind = np.where(from_stack & (wrapped == 1), KIND_WRAPPED, kind)
         class_idx = np.where(
             kind == KIND_DEVICE,
             self._fixed[KIND_DEVICE],
-            np.where(kind == KIND_WRAPPED, self._fixed[KIND_WRAPPED], sites[:, 2]),
+            np.where(kind == KIND_WRAPPED, self._fixed[KIND_WRAPPED], site_class),
         )
+        device = np.flatnonzero(kind == KIND_DEVICE)
+        names = ev["name"][device if order is None else order[device]]
         strings = pa.array(self._string_list, pa.string())
-        stack_id = sites[:, 0]
+        lock = col("lock")
         return pa.table(
             {
                 "seq": pa.array(np.arange(seq0, seq0 + n, dtype=np.uint64)),
-                "ts_ns": pa.array(ev["ts"].astype(np.int64)),
-                "cpu": pa.array(ev["cpu"].astype(np.int32)),
-                "pid": pa.array(ev["pid"].astype(np.int32)),
-                "tid": pa.array(ev["tid"].astype(np.int32)),
-                "comm": _fixed_strings(ev["comm"], ""),
-                "event": pa.DictionaryArray.from_arrays(
-                    pa.array(ev["event"].astype(np.int32)), self._event_dict
-                ),
+                "ts_ns": pa.array((ts if order is None else ts[order]).view(np.int64)),
+                "cpu": pa.array(col("cpu").view(np.int32)),
+                "pid": pa.array(col("pid").view(np.int32)),
+                "tid": pa.array(col("tid").view(np.int32)),
+                "comm": comm,
+                "event": _dict(col("event"), self._event_dict),
                 "api": _dict(api_idx, strings),
-                "lock_addr": pa.array(ev["lock"]),
+                "lock_addr": pa.array(lock),
                 "lock_class": _dict(class_idx, strings),
-                "lock_name": _lock_names(ev["lock"], kind, ev["name"]),
-                "caller": _dict(sites[:, 1], strings),
-                "stack_id": pa.array(stack_id.astype(np.int32), mask=stack_id < 0),
+                "lock_name": _lock_names(lock, kind, device, names),
+                "caller": _dict(caller, strings),
+                "stack_id": pa.array(stack_id, mask=stack_id < 0),
             },
             schema=SCHEMA,
         )
 
 
+def _clean(names: list[str]) -> list[str]:
+    """Frames without the tracing machinery: BPF programs and trampolines, and the
+    return into a function's own fentry call that follows its trampoline."""
+    kept: list[str] = []
+    after_infra = False
+    for name in names:
+        func = name.partition("+")[0]
+        if func.startswith(INFRA_PREFIXES):
+            after_infra = True
+            continue
+        if after_infra and kept and kept[-1].partition("+")[0] == func:
+            after_infra = False  # e.g. remove_store+0x5 under remove_store's trampoline
+            continue
+        after_infra = False
+        kept.append(name)
+    return kept
+
+
 def _dict(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), dictionary)
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices.astype(np.int32, copy=False)), dictionary
+    )
 
 
 def _fixed_strings(column: np.ndarray, prefix: str) -> pa.DictionaryArray:
     """Dictionary-encode NUL-padded fixed-size byte strings, decoding only the distinct ones."""
     width = column.dtype.itemsize
-    data = pa.py_buffer(np.ascontiguousarray(column).tobytes())
+    data = pa.py_buffer(np.ascontiguousarray(column))
     enc = pc.dictionary_encode(
         pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(column), [None, data])
     )
@@ -213,16 +261,18 @@ def _fixed_strings(column: np.ndarray, prefix: str) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(enc.indices, pa.array(words, pa.string()))
 
 
-def _lock_names(lock: np.ndarray, kind: np.ndarray, name: np.ndarray) -> pa.DictionaryArray:
-    """``pci:<dev>`` for device locks, the symbol for the wrapped lock, else the hex address."""
+def _lock_names(
+    lock: np.ndarray, kind: np.ndarray, device: np.ndarray, names: np.ndarray
+) -> pa.DictionaryArray:
+    """``pci:<dev>`` for the ``device`` rows (their ``names``), the symbol for the wrapped
+    lock, else the hex address."""
     enc = pc.dictionary_encode(pa.array(lock))
     hexes = [f"0x{a:x}" for a in enc.dictionary.to_numpy().tolist()]
     idx = enc.indices.to_numpy().astype(np.int64)
     words = [*hexes, WRAPPED_LOCK]
     idx = np.where(kind == KIND_WRAPPED, len(hexes), idx)
-    device = kind == KIND_DEVICE
-    if device.any():
-        devs = _fixed_strings(name[device], "pci:")
+    if len(device):
+        devs = _fixed_strings(names, "pci:")
         idx[device] = devs.indices.to_numpy() + len(words)
         words += devs.dictionary.to_pylist()
     return _dict(idx, pa.array(words, pa.string()))

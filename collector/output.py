@@ -64,18 +64,16 @@ def remove_dir(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def create_into(
-    path: Path,
-    workdir: Path,
-    write: Callable[[BinaryIO], None],
-    force: bool,
-    owner: tuple[int, int] | None,
-) -> None:
-    """Write a file with ``write`` inside ``workdir``, then put it at ``path``."""
-    tmp = workdir / "output.tmp"
+def open_private(workdir: Path, name: str = "output.tmp") -> tuple[BinaryIO, Path]:
+    """A new file in ``workdir`` (a directory only root can enter), never through a link."""
+    tmp = workdir / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        write(f)
+    return os.fdopen(fd, "wb"), tmp
+
+
+def place(f: BinaryIO, tmp: Path, path: Path, force: bool, owner: tuple[int, int] | None) -> None:
+    """Close a file from :func:`open_private` durably and put it at ``path``."""
+    with f:
         f.flush()
         os.fsync(f.fileno())
         if owner:
@@ -89,3 +87,20 @@ def create_into(
             tmp.unlink()
     except OSError as e:
         raise CollectorError(f"{path}: cannot create it: {e.strerror}") from e
+
+
+def create_into(
+    path: Path,
+    workdir: Path,
+    write: Callable[[BinaryIO], None],
+    force: bool,
+    owner: tuple[int, int] | None,
+) -> None:
+    """Write a file with ``write`` inside ``workdir``, then put it at ``path``."""
+    f, tmp = open_private(workdir)
+    try:
+        write(f)
+    except BaseException:
+        f.close()
+        raise
+    place(f, tmp, path, force, owner)

@@ -1,4 +1,5 @@
-"""The drain loop: event source → batches → decoded tables with (ts, seq) → spool.
+"""The drain loop: event source → batches → decoded tables with (ts, seq) → spool and
+the trace being written.
 
 Source-agnostic: anything with ``poll``/``take``/``lost``/``stack_lookup``/``apis`` (the
 BCC sources, or the fake source of the tests and the benchmark) is recorded the same way.
@@ -14,6 +15,7 @@ from typing import Protocol
 from lktrace.collector.events import Decoder, StackLookup
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.spool import SpoolWriter
+from lktrace.collector.stream import TraceStream
 
 
 class EventSource(Protocol):
@@ -42,19 +44,22 @@ class Progress:
 
 
 class Drain:
-    """Moves events from a source to a spool, flushing at least every ``interval`` s and
-    whenever ``max_buffer`` bytes are waiting, so memory stays bounded."""
+    """Moves events from a source to a spool (and a trace stream, when given), flushing at
+    least every ``interval`` s and whenever ``max_buffer`` bytes are waiting, so memory
+    stays bounded."""
 
     def __init__(
         self,
         source: EventSource,
         spool: SpoolWriter,
         syms: Kallsyms,
+        stream: TraceStream | None = None,
         interval: float = 0.5,
         max_buffer: int = 32 << 20,
     ) -> None:
         self.source = source
         self.spool = spool
+        self.stream = stream
         self.decoder = Decoder(syms, source.apis, source.stack_lookup)
         self.interval = interval
         self.max_buffer = max_buffer
@@ -75,6 +80,8 @@ class Drain:
         p.lost = self.source.lost
         p.elapsed_ns = time.monotonic_ns() - self._start
         self.spool.append(table, new, p.lost, p.elapsed_ns)
+        if self.stream is not None and table.num_rows:
+            self.stream.put(table)
         p.spool_bytes = self.spool.size
         self._last_flush = time.monotonic()
 

@@ -18,6 +18,7 @@ from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
 from lktrace.collector.spool import SPOOL_SUFFIX, SpoolWriter, convert, spool_path
+from lktrace.collector.stream import TraceStream
 from lktrace.console import fmt_count
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
 from lktrace.probes.program import Options
@@ -57,7 +58,6 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     """Check the kernel, choose the backend and attach (BCC is imported only here)."""
     from lktrace.collector import bpf
 
-    bpf.check_privileges()
     bpf.import_bcc()
     try:
         btf = Btf.load() if VMLINUX_BTF.exists() else None
@@ -142,6 +142,9 @@ def status_line(p: Progress) -> None:
 
 def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     """Run a recording to completion; returns the trace's metadata and event count."""
+    from lktrace.collector.bpf import check_privileges
+
+    check_privileges()
     work = prepare_output(req.output, req.force)
     try:
         syms = Kallsyms.load()
@@ -196,64 +199,101 @@ def start_meta(
     return meta
 
 
+class Recording:
+    """One recording in its work directory: the spool (for crashes), the trace written
+    as it goes, and the drain feeding both."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        syms: Kallsyms,
+        meta: TraceMeta,
+        work: Path,
+        out: Path,
+        force: bool,
+    ) -> None:
+        self.source, self.meta, self.work, self.out, self.force = source, meta, work, out, force
+        self.spool = SpoolWriter(work, meta)
+        self._file, self._part = output.open_private(work, "trace.parquet.part")
+        self.stream = TraceStream(out, self._file)
+        self.drain = Drain(source, self.spool, syms, self.stream)
+
+    def finish(self, extra: dict[str, str]) -> tuple[TraceMeta, int]:
+        """Flush, close the source, complete the trace at ``out`` and drop the spool."""
+        progress = self.drain.progress
+        decoder = self.drain.decoder
+        counters = self.source.counters()
+        extra = {
+            "stack_errors": str(decoder.stack_errors),
+            "task_state_full": str(counters.get("state_full", 0)),
+            "held_map_full": str(counters.get("held_full", 0)),
+            **extra,
+        }
+        empty = decoder.decode(b"", progress.events)
+        self.spool.append(empty, [], progress.lost, progress.elapsed_ns, extra)
+        self.close()
+        meta = self.meta
+        meta.stacks = decoder.stacks.stacks
+        meta.lost_events = progress.lost
+        meta.duration_ns = progress.elapsed_ns
+        meta.extra.update(extra)
+        rows = self.stream.close(meta)
+        output.place(self._file, self._part, self.out, self.force, output.invoking_owner())
+        output.remove_dir(self.work)
+        return meta, rows
+
+    def close(self) -> None:
+        """Detach the probes and close the spool (what is in it stays recoverable)."""
+        self.source.close()
+        self.spool.close()
+
+
 def run_recording(
     source: EventSource, syms: Kallsyms, meta: TraceMeta, work: Path, req: RecordRequest
 ) -> tuple[TraceMeta, int]:
-    """Drain ``source`` into the spool in ``work`` until told to stop, then write the trace."""
-    spool = SpoolWriter(work, meta)
-    drain = Drain(source, spool, syms)
+    """Drain ``source`` until told to stop, then write the trace at ``req.output``."""
+    rec = Recording(source, syms, meta, work, req.output, req.force)
     try:
         child = subprocess.Popen(req.command) if req.command else None
     except OSError as e:
-        source.close()
-        spool.close()
+        rec.close()
         output.remove_dir(work)
         raise CollectorError(f"cannot run {req.command[0]}: {e.strerror}") from e
     stop = StopFlag(req.duration, child)
     old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
     try:
-        progress = drain.run(stop, status_line if tty else None)
-        counters = source.counters()
-        final = {
-            "stack_errors": str(drain.decoder.stack_errors),
-            "task_state_full": str(counters.get("state_full", 0)),
-            "held_map_full": str(counters.get("held_full", 0)),
-        }
-        if stop.signal is not None:
-            final["stopped_by"] = signal.Signals(stop.signal).name
-        if child is not None and child.returncode is not None:
-            final["command_exit"] = str(child.returncode)
-        empty = drain.decoder.decode(b"", progress.events)
-        spool.append(empty, [], progress.lost, progress.elapsed_ns, final)
+        rec.drain.run(stop, status_line if tty else None)
+    except BaseException:
+        rec.close()
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        source.close()
-        spool.close()
         if tty:
             sys.stderr.write("\n")
-    return finish(work, req.output, req.force)
+    extra = {}
+    if stop.signal is not None:
+        extra["stopped_by"] = signal.Signals(stop.signal).name
+    if child is not None and child.returncode is not None:
+        extra["command_exit"] = str(child.returncode)
+    return rec.finish(extra)
 
 
-def finish(
-    spool_dir: Path, out: Path, force: bool, recovered: bool = False
-) -> tuple[TraceMeta, int]:
-    """Turn a spool into the trace at ``out`` (owned by the sudo user), then remove it."""
+def finish_spool(spool_dir: Path, out: Path, force: bool) -> tuple[TraceMeta, int]:
+    """Turn a spool left behind into the trace at ``out`` (owned by the sudo user)."""
     result: list[tuple[TraceMeta, int]] = []
     work = output.private_dir(out)
     try:
         output.create_into(
             out,
             work,
-            lambda f: result.append(convert(spool_dir, out, f, recovered)),
+            lambda f: result.append(convert(spool_dir, out, f)),
             force,
             output.invoking_owner(),
         )
     finally:
         output.remove_dir(work)
-    if not recovered:
-        output.remove_dir(spool_dir)
     return result[0]
 
 
@@ -265,5 +305,5 @@ def recover(spool_dir: Path, out: Path | None, force: bool) -> tuple[TraceMeta, 
         else:
             raise CollectorError(f"{spool_dir}: give the trace to write with -o")
     output.check_target(out, force)
-    meta, rows = finish(spool_dir, out, force, recovered=True)
+    meta, rows = finish_spool(spool_dir, out, force)
     return meta, rows, out

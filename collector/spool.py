@@ -2,9 +2,9 @@
 
 Each flush appends one record batch of format v1 events whose custom metadata carries
 the stacks first seen in it and the running counters, then fsyncs. A recorder killed
-at any point leaves a stream whose complete batches are all readable: :func:`convert`
-turns them into the final Parquet trace, both at a normal finish and in
-``lktrace recover``. The stream's schema metadata holds what was known at the start.
+at any point leaves a stream whose complete batches are all readable, and :func:`convert`
+(``lktrace recover``) turns them into the Parquet trace that a normal finish would have
+written. The stream's schema metadata holds what was known at the start.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from lktrace.collector.stream import RowGroups
 from lktrace.trace import SCHEMA, TraceError, TraceMeta, TraceWriter
 
 EVENTS_FILE = "events.arrows"
@@ -36,6 +37,8 @@ class SpoolWriter:
         self._file = open(self.dir / EVENTS_FILE, "xb")  # noqa: SIM115 (closed in close())
         schema = SCHEMA.with_metadata(meta.to_kv())
         self._writer = pa.ipc.new_stream(self._file, schema)
+        # the schema goes out with the first batch: an empty one makes the spool readable now
+        self._writer.write_batch(pa.RecordBatch.from_pylist([], SCHEMA))
         self._sync()
         self.rows = 0
 
@@ -122,29 +125,21 @@ def convert(
     directory: Path,
     name: Path,
     sink: BinaryIO,
-    recovered: bool = False,
     row_group_size: int = 1 << 20,
 ) -> tuple[TraceMeta, int]:
     """Write the Parquet trace held by a spool to ``sink`` (``name`` labels errors);
-    returns its metadata and event count. ``recovered`` marks a recording cut short."""
+    returns its metadata and event count. The metadata says it was recovered."""
     meta, batches, state = read_spool(directory)
-    pending: list[pa.RecordBatch] = []
-    waiting = 0
     with TraceWriter(name, row_group_size=row_group_size, sink=sink) as writer:
+        groups = RowGroups(writer, row_group_size)
         for rb in batches:
-            pending.append(rb)
-            waiting += rb.num_rows
-            if waiting >= row_group_size:
-                writer.write(pa.Table.from_batches(pending).unify_dictionaries())
-                pending, waiting = [], 0
-        if pending:
-            writer.write(pa.Table.from_batches(pending).unify_dictionaries())
+            groups.add(rb)
+        groups.flush()
         meta.stacks = state["stacks"]
         meta.lost_events = max(meta.lost_events, state["lost_events"])
         meta.duration_ns = state["duration_ns"] or meta.duration_ns
         meta.extra.update(state["extra"])
-        if recovered:
-            meta.extra["recovered"] = "yes: the recorder stopped without finishing"
+        meta.extra["recovered"] = "yes: the recorder stopped without finishing"
         if state["truncated"]:
             meta.extra["spool"] = "truncated: the last partial batch was dropped"
         writer.close(meta)

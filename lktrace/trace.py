@@ -227,9 +227,20 @@ class Trace:
         return self.table.sort_by([("ts_ns", "ascending"), ("seq", "ascending")])
 
 
+def _recover_hint(path: Path) -> str:
+    """What to run when a recording of ``path`` was cut short (its spool is beside it)."""
+    spool = path.with_name(path.name + ".spool")
+    if spool.is_dir():
+        return f"its recording was cut short: run 'lktrace recover {spool}'"
+    return "a recording cut short is recovered from its spool with 'lktrace recover'"
+
+
 def _open(path: Path) -> pq.ParquetFile:
     if not path.exists():
-        raise TraceError(path, "no such file")
+        spool = path.with_name(path.name + ".spool")
+        raise TraceError(
+            path, f"no such file; {_recover_hint(path)}" if spool.is_dir() else "no such file"
+        )
     if path.is_dir():
         raise TraceError(path, "is a directory, not a trace file")
     try:
@@ -244,11 +255,7 @@ def _open(path: Path) -> pq.ParquetFile:
     if head != b"PAR1":
         raise TraceError(path, "not a Parquet file")
     if tail != b"PAR1" or size < 12:
-        raise TraceError(
-            path,
-            "truncated Parquet file (no footer); a recording cut short is "
-            "recovered from its spool with 'lktrace recover'",
-        )
+        raise TraceError(path, f"truncated Parquet file (no footer); {_recover_hint(path)}")
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:

@@ -3,7 +3,8 @@
 // device_lock and the PCI rescan lock recognised, recorded only in scope (common.c
 // comes first; lktrace.probes.program appends one entry/return function per target).
 //
-// Macros beyond common.c's: SCOPE_ALL.
+// Macros beyond common.c's: SCOPE_ALL, WRAPPED_LOCK_ADDR (&pci_rescan_remove_lock from
+// kallsyms, 0 if unknown: then only the per-task wrapper state drops the inner calls).
 
 enum { RET_VOID, RET_ZERO_OK, RET_ONE_OK };
 enum { WRAP_NONE, WRAP_LOCK, WRAP_UNLOCK };
@@ -77,9 +78,10 @@ static __always_inline int on_lock_entry(void *ctx, u16 api, u8 ret, u64 lock)
     if (filtered(id >> 32))
         return 0;
     struct task_state *st = state_of(tid, 0);
-    if (st && st->wrap) {
-        // The wrapped mutex itself: learn its address, and the wrapper's attempt is due.
-        if (st->wrap == WRAP_LOCK && !st->wrap_emitted) {
+    if ((st && st->wrap) || (WRAPPED_LOCK_ADDR && lock == WRAPPED_LOCK_ADDR)) {
+        // The wrapped mutex itself (pci_lock_rescan_remove tail-calls mutex_lock): learn
+        // its address, and the wrapper's attempt is due.
+        if (st && st->wrap == WRAP_LOCK && !st->wrap_emitted) {
             int zero = 0;
             wrapped_lock.update(&zero, &lock);
             emit(ctx, EV_ATTEMPT, st->wrap_api, lock, st->w.ts, &st->w, KIND_WRAPPED);
@@ -133,6 +135,8 @@ static __always_inline int on_unlock(void *ctx, u16 api, u64 lock)
     u32 tid = id;
     if (filtered(id >> 32))
         return 0;
+    if (WRAPPED_LOCK_ADDR && lock == WRAPPED_LOCK_ADDR)
+        return 0;  // recorded by the wrapper's own probe
     struct task_state *st = state_of(tid, 0);
     if (!st || st->wrap || !unhold(st, tid, lock))
         return 0;
@@ -190,7 +194,7 @@ static __always_inline int on_wrap_lock_return(void *ctx)
         return 0;
     int zero = 0;
     u64 *lock = wrapped_lock.lookup(&zero);
-    u64 addr = lock ? *lock : 0;
+    u64 addr = lock && *lock ? *lock : WRAPPED_LOCK_ADDR;
     if (!st->wrap_emitted)
         emit(ctx, EV_ATTEMPT, st->wrap_api, addr, st->w.ts, &st->w, KIND_WRAPPED);
     emit(ctx, EV_ACQUIRED, st->wrap_api, addr, bpf_ktime_get_ns(), &st->w, KIND_WRAPPED);
@@ -211,7 +215,7 @@ static __always_inline int on_wrap_unlock_entry(void *ctx, u16 api)
     st->wrap = WRAP_UNLOCK;
     int zero = 0;
     u64 *lock = wrapped_lock.lookup(&zero);
-    u64 addr = lock ? *lock : 0;
+    u64 addr = lock && *lock ? *lock : WRAPPED_LOCK_ADDR;
     if (!unhold(st, tid, addr))
         return 0;
     struct pending site = {};

@@ -29,19 +29,20 @@ def source(name: str) -> str:
     return files("lktrace.probes").joinpath(name).read_text()
 
 
-def _program(name: str) -> str:
-    return (source("common.c") + source(name)).replace("@EVENT_STRUCT@", c_struct())
+def _program(name: str, stacks: bool) -> str:
+    return (source("common.c") + source(name)).replace("@EVENT_STRUCT@", c_struct(stacks))
 
 
-def cflags(opts: Options, targets: Targets, scope_all: bool = False) -> list[str]:
+def cflags(opts: Options, targets: Targets) -> list[str]:
     """The -D flags for both programs."""
     flags = [
         f"-DSTACKS={int(opts.stacks)}",
         f"-DRINGBUF={int(opts.ringbuf)}",
         f"-DRINGBUF_PAGES={opts.ringbuf_pages}",
-        f"-DSCOPE_ALL={int(scope_all)}",
+        f"-DSCOPE_ALL={int(opts.scope_all)}",
         f"-DFILTER_PID={opts.pid or 0}",
         f"-DPCI_BUS_TYPE={targets.pci_bus_type:#x}ULL",
+        f"-DWRAPPED_LOCK_ADDR={targets.wrapped_lock:#x}ULL",
     ]
     if opts.comm:
         flags.append(f'-DFILTER_COMM="{opts.comm[:15]}"')
@@ -58,13 +59,15 @@ def cflags(opts: Options, targets: Targets, scope_all: bool = False) -> list[str
     return flags
 
 
-def lock_program(targets: Targets, fentry: bool) -> tuple[str, list[tuple[str, str, str]]]:
+def lock_program(
+    targets: Targets, opts: Options, fentry: bool
+) -> tuple[str, list[tuple[str, str, str]]]:
     """The mutex program and its attachments ``(kind, kernel function, BPF function)``.
 
     With ``fentry`` the attach functions are BCC's KFUNC_PROBE/KRETFUNC_PROBE, which BCC
     attaches itself when loading (function name ``kfunc__<target>``).
     """
-    parts = [_program("lockprobe.c")]
+    parts = [_program("lockprobe.c", opts.stacks)]
     attach: list[tuple[str, str, str]] = []
     calls = [(f"{i}", i, api) for i, api in enumerate(targets.apis)]
     calls += [
@@ -114,6 +117,6 @@ def _handlers(index: int | None, api: Api) -> tuple[str, str]:
     return f"return on_wrap_unlock_entry(ctx, {index});", "return on_wrap_unlock_return();"
 
 
-def contention_program() -> str:
+def contention_program(opts: Options) -> str:
     """The tracepoint program (attached by BCC itself: TRACEPOINT_PROBE)."""
-    return _program("contention.c")
+    return _program("contention.c", opts.stacks)

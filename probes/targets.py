@@ -126,6 +126,7 @@ SCOPE_FUNCTIONS = (
     "pciehp_sysfs_enable_slot",  # pciehp_ctrl.c: /sys/bus/pci/slots/*/power
     "pciehp_sysfs_disable_slot",
     "pci_stop_and_remove_bus_device",  # drivers/pci/remove.c
+    "pci_stop_and_remove_bus_device_locked",  # remove.c: remove_store's, takes the rescan lock
     "pci_rescan_bus",  # drivers/pci/probe.c
     "pci_enable_sriov",  # drivers/pci/iov.c
     "pci_disable_sriov",
@@ -157,6 +158,7 @@ class Targets:
     missing: list[str] = field(default_factory=list)
     offsets: dict[str, int] = field(default_factory=dict)
     pci_bus_type: int = 0
+    wrapped_lock: int = 0
     ringbuf: bool = True
 
     @property
@@ -191,7 +193,9 @@ def discover(syms: Kallsyms, btf: Btf | None, release: str | None = None) -> Tar
         scope=scope,
         missing=missing,
         offsets=offsets,
+        # data symbols: in kallsyms only with CONFIG_KALLSYMS_ALL (Debian has it)
         pci_bus_type=syms.data.get("pci_bus_type", 0),
+        wrapped_lock=syms.data.get(WRAPPED_LOCK, 0),
         ringbuf=kernel_release_tuple(release) >= RINGBUF_SINCE,
     )
 

@@ -1,0 +1,241 @@
+"""The recorder against this machine's kernel: probe discovery, BTF, the BPF programs
+through BCC's compiler and the kernel's verifier, the tracepoint backend end to end on
+real mutex contention, and the one-line errors. Skips say what the machine lacks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lktrace.collector import bpf
+from lktrace.collector.errors import CollectorError
+from lktrace.collector.kallsyms import Kallsyms
+from lktrace.collector.spool import spool_path
+from lktrace.probes import program
+from lktrace.probes.btf import VMLINUX_BTF, Btf
+from lktrace.probes.targets import LOCK_APIS, discover
+from lktrace.trace import read_trace
+
+LKTRACE = [sys.executable, "-m", "lktrace"]
+HAMMER = """
+import os, sys, threading, time
+r, w = os.pipe()
+stop = time.monotonic() + float(sys.argv[1])
+def writer():
+    while time.monotonic() < stop:
+        os.write(w, b"x" * 4096)
+def reader():
+    while True:
+        os.read(r, 65536)
+threads = [threading.Thread(target=writer) for _ in range(4)]
+for t in threads + [threading.Thread(target=reader, daemon=True) for _ in range(2)]:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
+needs_btf = pytest.mark.skipif(not VMLINUX_BTF.exists(), reason="kernel has no BTF")
+
+
+def bcc_or_skip():
+    try:
+        return bpf.import_bcc()
+    except CollectorError as e:
+        pytest.skip(str(e))
+
+
+def headers_or_skip() -> bpf.Headers:
+    try:
+        return bpf.find_headers(os.uname().release, layout_free=True)
+    except CollectorError as e:
+        pytest.skip(str(e))
+
+
+@needs_btf
+def test_btf_offsets_of_known_layouts():
+    btf = Btf.load()
+    assert btf.offsetof("list_head", "prev") == 8
+    assert btf.offsetof("device", "kobj.name") == 0  # kobj first, name first in kobject
+    assert btf.offsetof("device", "mutex") > btf.offsetof("device", "bus") > 0
+    assert "mutex_lock" in btf.functions
+
+
+@needs_btf
+def test_discover_this_kernel():
+    syms = Kallsyms.load()
+    if syms.zeroed:
+        pytest.skip("/proc/kallsyms addresses are hidden (not root?)")
+    targets = discover(syms, Btf.load())
+    names = [a.name for a in targets.apis]
+    assert "mutex_unlock" in names
+    assert any(n.startswith("mutex_lock") or n.startswith("_mutex_lock") for n in names)
+    every = {a.name for a in LOCK_APIS}
+    assert set(names) - {"pci_lock_rescan_remove", "pci_unlock_rescan_remove"} <= every
+    assert not set(names) & {m.split()[0] for m in targets.missing}
+    assert {"mutex", "bus", "name", "bus_name"} <= targets.offsets.keys()
+
+
+def _compile(fentry: bool, **opts):
+    bcc = bcc_or_skip()
+    headers = headers_or_skip()
+    syms = Kallsyms.load()
+    targets = discover(syms, Btf.load())
+    options = program.Options(**opts)
+    text, attach = program.lock_program(targets, options, fentry=fentry)
+    flags = program.cflags(options, targets)
+    return bcc, bpf.load(bcc, text, flags, headers), attach
+
+
+@root
+@needs_btf
+@pytest.mark.parametrize(
+    "opts",
+    [{}, {"stacks": False}, {"pid": 1, "comm": "udevd"}, {"ringbuf": False, "scope_all": True}],
+    ids=["stacks", "no-stacks", "filters", "perfbuf-all"],
+)
+def test_kprobe_program_compiles_and_passes_the_verifier(opts):
+    bcc, b, attach = _compile(False, **opts)
+    try:
+        for _kind, _func, fn in attach:  # load each program into the kernel, no attach
+            assert b.load_func(fn.encode(), bcc.BPF.KPROBE).fd >= 0
+    finally:
+        b.cleanup()
+
+
+@root
+@needs_btf
+def test_fentry_program_compiles():
+    # BCC attaches KFUNC_PROBE programs while loading; where the kernel refuses fentry
+    # (lockdown) that is a load error, never a compile error.
+    try:
+        _bcc, b, _ = _compile(True)
+    except CollectorError as e:
+        assert "error:" not in str(e), e
+    else:
+        b.cleanup()
+
+
+def test_bcc_missing_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(bpf, "DIST_PACKAGES", tmp_path)
+    monkeypatch.delitem(sys.modules, "bcc", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "dist-packages" not in p])
+    with pytest.raises(CollectorError, match="apt install python3-bpfcc"):
+        bpf.import_bcc()
+
+
+def test_headers_missing_names_the_package(tmp_path):
+    with pytest.raises(CollectorError, match=r"apt install linux-headers-9\.9\.9-test"):
+        bpf.find_headers("9.9.9-test", layout_free=False, modules=tmp_path)
+    # a program with BTF offsets can use another kernel's generic headers
+    (tmp_path / "6.1.0-1-amd64" / "build").mkdir(parents=True)
+    (tmp_path / "6.1.0-1-amd64" / "source").mkdir()
+    h = bpf.find_headers("9.9.9-test", layout_free=True, modules=tmp_path)
+    assert h.env["BCC_KERNEL_SOURCE"].endswith("6.1.0-1-amd64/source")
+    assert "not the running kernel" in h.note
+
+
+def test_privileges_are_checked(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("CapEff:\t0000000000000000\n")
+    with pytest.raises(CollectorError, match="CAP_BPF"):
+        bpf.check_privileges(status)
+    status.write_text(f"CapEff:\t{(1 << 38 | 1 << 39):016x}\n")
+    bpf.check_privileges(status)  # CAP_BPF + CAP_PERFMON suffice
+
+
+def run_cli(*args: str, cwd: Path, user: list[str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*(user or []), *LKTRACE, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@root
+@pytest.mark.skipif(bpf.kprobes_available(), reason="this kernel has kprobes")
+def test_kernel_without_kprobes_suggests_the_tracepoint_backend(tmp_path):
+    bcc_or_skip()
+    out = tmp_path / "t.parquet"
+    done = run_cli("record", "--backend", "kprobe", "-o", str(out), "--duration", "1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lktrace: this kernel has no kprobes (CONFIG_KPROBES off) and fentry is not allowed: "
+        "use --backend tracepoint (contended acquisitions only)"
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+def test_no_bpf_capabilities_is_one_line(tmp_path):
+    no_caps = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+    done = run_cli("record", "-o", str(tmp_path / "t.parquet"), cwd=tmp_path, user=no_caps)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lktrace: recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    done = run_cli("record", "-o", "/proc/lktrace-test.parquet", "--duration", "1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "lktrace: cannot write to /proc/lktrace-test.parquet.spool: " + (
+        os.strerror(2) if not Path("/proc").is_dir() else done.stderr.split(": ")[-1].strip()
+    )
+
+
+@root
+@pytest.mark.skipif(
+    not Path("/sys/kernel/tracing/events/lock").exists()
+    and not Path("/sys/kernel/debug/tracing/events/lock").exists()
+    and not Path("/proc/config.gz").exists(),
+    reason="no lock tracepoints visible",
+)
+def test_tracepoint_backend_records_real_contention(tmp_path):
+    bcc_or_skip()
+    headers_or_skip()
+    try:
+        bpf.mount_tracefs()
+    except CollectorError as e:
+        pytest.skip(str(e))
+    if not Path("/sys/kernel/tracing/events/lock/contention_begin").is_dir():
+        pytest.skip("kernel has no lock:contention_begin (v5.19+)")
+    script = tmp_path / "hammer.py"
+    script.write_text(HAMMER)
+    out = tmp_path / "pipe.parquet"
+    done = run_cli(
+        "record",
+        "--backend",
+        "tracepoint",
+        "-o",
+        str(out),
+        "--",
+        sys.executable,
+        str(script),
+        "2",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    trace = read_trace(out)
+    meta = trace.meta
+    assert meta.extra["backend"] == "tracepoint" and meta.extra["releases"] == "no"
+    assert meta.probes == ["lock:contention_begin", "lock:contention_end"]
+    assert meta.kernel == os.uname().release and meta.duration_ns > 1e9
+    assert meta.extra["command_exit"] == "0"
+    rows = trace.table.to_pylist()
+    pipe = [r for r in rows if "pipe_write" in r["caller"] and r["api"] == "mutex_lock"]
+    assert len(pipe) >= 10, {r["lock_class"] for r in rows}
+    assert {r["event"] for r in pipe} == {"attempt", "acquired"}
+    assert {r["lock_class"] for r in pipe} <= {"mutex@pipe_write", "mutex@anon_pipe_write"}
+    assert len({r["lock_addr"] for r in pipe}) == 1  # the one pipe's mutex
+    frames = trace.stack(pipe[0]["stack_id"])
+    assert "pipe_write" in frames[1] and frames[0].startswith("__mutex_lock")
+    assert not spool_path(out).exists()
+    analyzed = run_cli("analyze", str(out), cwd=tmp_path)
+    assert analyzed.returncode in (0, 1), analyzed.stderr
+    assert "no release events" in analyzed.stdout
