@@ -3,6 +3,8 @@
 A lab kernel is named by its series (``6.1``, ``6.12``) or its full ABI name
 (``6.1.0-56-amd64``).  The series resolves to the newest ``-amd64`` flavour
 that the host's apt knows; everything cached is keyed by the ABI name.
+(Their modules differ in compression, .ko on 6.1 and .ko.xz on 6.12: the
+initramfs step follows modules.dep, so it needs no case for it.)
 """
 
 from __future__ import annotations
@@ -28,21 +30,12 @@ class Kernel:
     abi: str
 
     @property
-    def series(self) -> str:
-        return ".".join(self.abi.split(".")[:2])
-
-    @property
     def image_package(self) -> str:
         return f"linux-image-{self.abi}"
 
     @property
     def headers_package(self) -> str:
         return f"linux-headers-{self.abi}"
-
-    @property
-    def module_suffix(self) -> str:
-        """Debian ships 6.1's modules uncompressed and 6.12's xz-compressed (since 6.10)."""
-        return ".ko" if self.series == "6.1" else ".ko.xz"
 
 
 def _abi_key(abi: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -120,22 +121,32 @@ def smoke(job: dict) -> dict:
 
 
 def overhead(job: dict) -> dict:
-    """Time a mutex-heavy workload bare and under each ``lktrace record`` setting."""
+    """Time a mutex-heavy workload bare and under each ``lktrace record`` setting.
+
+    Settings take turns within each round, so that drift hits them alike.
+    """
     bench = str(SHARE / "mutex_bench.sh")
-    runs: dict[str, list[float]] = {}
-    settings = {"bare": None, **{" ".join(a) or "default": a for a in job["record_settings"]}}
-    for _ in range(job.get("repeat", 3)):
-        for label, args in settings.items():
-            timing = OUT / "bench.ns"
+    timing, trace = OUT / "bench.ns", OUT / "bench.parquet"
+    settings = {"bare": None, **{" ".join(a) or "defaults": a for a in job["record_settings"]}}
+    runs: dict[str, list[dict]] = {label: [] for label in settings}
+    for round_ in range(job.get("repeat", 3)):
+        for i, (label, args) in enumerate(settings.items()):
             cmd = [bench, str(job["ops"]), str(timing)]
             if args is not None:
-                trace = OUT / "bench.parquet"
                 trace.unlink(missing_ok=True)
                 cmd = [LKTRACE, "record", "-o", str(trace), *args, "--", *cmd]
-            res = run_bounded(cmd, OUT / f"bench-{len(runs.get(label, []))}.log", 600)
+            log_path = OUT / f"bench-{round_}-{i}.log"
+            res = run_bounded(cmd, log_path, 600)
             if res["rc"] != 0 or not timing.exists():
-                return {"error": f"{label}: exit {res['rc']}", "runs": runs}
-            runs.setdefault(label, []).append(int(timing.read_text()) / 1e9)
+                return {"error": f"{label}: exit {res['rc']}, see {log_path.name}", "runs": runs}
+            wrote = re.search(r"(\d+) events.*?(\d+) lost", log_path.read_text())
+            runs[label].append(
+                {
+                    "seconds": int(timing.read_text()) / 1e9,
+                    "events": int(wrote[1]) if wrote else None,
+                    "lost": int(wrote[2]) if wrote else None,
+                }
+            )
             timing.unlink()
     return {"ops": job["ops"], "runs": runs}
 
