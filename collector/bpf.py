@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
 TRACEFS = Path("/sys/kernel/tracing")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
+KRETPROBE_MAXACTIVE = 1024
 
 
 def import_bcc() -> Any:
@@ -62,6 +64,11 @@ def check_privileges(status: Path = Path("/proc/self/status")) -> None:
 def kprobes_available() -> bool:
     """Whether the kernel has kprobe events (CONFIG_KPROBE_EVENTS)."""
     return KPROBE_PMU.exists() or (TRACEFS / "kprobe_events").exists()
+
+
+def fentry_supported() -> bool:
+    """Whether BCC sees BTF trampolines (fentry/fexit) on this kernel."""
+    return bool(import_bcc().BPF.support_kfunc())
 
 
 def mount_tracefs() -> None:
@@ -188,9 +195,10 @@ class BccSource:
 
     def _lookup(self, stack_id: int) -> list[int]:
         try:
-            return list(self._stacks.walk(stack_id))
+            frames = self._stacks[self._stacks.Key(stack_id)].ip
         except KeyError:
             return []
+        return list(itertools.takewhile(bool, frames))
 
     def poll(self, timeout_ms: int) -> None:
         self._poll(timeout_ms)
@@ -224,15 +232,14 @@ def open_lock_probes(
     bpf = load(bcc, text, program.cflags(opts, targets), headers)
     attached: list[str] = []
     if not fentry:
-        for kind, func, fn in attach:
-            try:
-                if kind == "kprobe":
-                    bpf.attach_kprobe(event=func, fn_name=fn)
-                    attached.append(func)
+        with contextlib.suppress(CollectorError):
+            mount_tracefs()  # BCC sets a kretprobe's maxactive through tracefs only
+        with bcc_messages():
+            for kind, func, fn in attach:
+                if _attach(bpf, kind, func, fn):
+                    attached += [func] if kind == "kprobe" else []
                 else:
-                    bpf.attach_kretprobe(event=func, fn_name=fn, maxactive=1024)
-            except Exception:  # bcc: "Failed to attach BPF program ..."
-                targets.missing.append(f"{func} ({kind} failed)")
+                    targets.missing.append(f"{func} ({kind} failed)")
         if not any(a.name in attached for a in targets.apis):
             bpf.cleanup()
             raise CollectorError("no mutex function could be probed on this kernel")
@@ -240,6 +247,22 @@ def open_lock_probes(
         attached = list(dict.fromkeys(func for _, func, _ in attach))
     apis = [a.name for a in targets.apis]
     return BccSource(bpf, opts.ringbuf, opts.stacks, apis), attached
+
+
+def _attach(bpf: Any, kind: str, func: str, fn: str) -> bool:
+    """Attach one kprobe or kretprobe; False when the kernel refuses it."""
+    try:
+        if kind == "kprobe":
+            bpf.attach_kprobe(event=func, fn_name=fn)
+            return True
+        try:
+            # room for this many tasks sleeping in the function at once (default ~2/CPU)
+            bpf.attach_kretprobe(event=func, fn_name=fn, maxactive=KRETPROBE_MAXACTIVE)
+        except Exception:
+            bpf.attach_kretprobe(event=func, fn_name=fn)  # perf PMU path: kernel default
+        return True
+    except Exception:  # bcc: "Failed to attach BPF program ..."
+        return False
 
 
 def open_contention(targets: Targets, opts: program.Options, headers: Headers) -> BccSource:

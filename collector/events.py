@@ -25,10 +25,10 @@ from lktrace.probes.targets import (
 )
 from lktrace.trace import EVENTS, SCHEMA, StackTable
 
-NIPS = 8  # frames kept in the event itself when full stacks are off
 NAME_LEN = 16  # device name bytes: "0000:01:00.0" and its NUL
 
-#: (name, C type, numpy type, count): the event record, in C declaration order.
+#: (name, C type, numpy type, count): the event record, in C declaration order; the
+#: first frames of the stack (``ips``) come last, their number depending on the mode.
 FIELDS = (
     ("ts", "u64", "<u8", 1),
     ("lock", "u64", "<u8", 1),
@@ -42,12 +42,17 @@ FIELDS = (
     ("comm", "char", "S16", 16),
     ("name", "char", f"S{NAME_LEN}", NAME_LEN),
 )
-#: Appended when stacks are off: the first frames, for the call site.
-FRAMES = ("ips", "u64", "<u8", NIPS)
+
+
+def frames_kept(stacks: bool) -> int:
+    """Frames in the record: the call site without stacks; with stacks, only filled when
+    the stack map refused the stack (a hash bucket taken), enough for the caller under
+    fentry (program, trampoline, lock function, caller)."""
+    return 4 if stacks else 8
 
 
 def _fields(stacks: bool) -> tuple[tuple[str, str, str, int], ...]:
-    return FIELDS if stacks else (*FIELDS, FRAMES)
+    return (*FIELDS, ("ips", "u64", "<u8", frames_kept(stacks)))
 
 
 def event_dtype(stacks: bool) -> np.dtype:
@@ -63,7 +68,8 @@ def event_dtype(stacks: bool) -> np.dtype:
 
 def c_struct(stacks: bool) -> str:
     """The C declaration of the event record."""
-    lines = [f"#define NIPS {NIPS}", f"#define NAME_LEN {NAME_LEN}", "struct event {"]
+    lines = [f"#define NIPS {frames_kept(stacks)}", f"#define NAME_LEN {NAME_LEN}"]
+    lines.append("struct event {")
     for name, ctype, _, count in _fields(stacks):
         lines.append(f"    {ctype} {name}[{count}];" if count > 1 else f"    {ctype} {name};")
     lines.append("};")
@@ -115,19 +121,17 @@ class Decoder:
             self._string_list.append(text)
         return idx
 
-    def _site(self, key: int, frames: np.ndarray | None) -> tuple[int, int, int, int, int]:
-        """(file stack id, caller, class, api or -1, wrapped) of one call site, cached."""
+    def _site(self, key: int, frames: np.ndarray) -> tuple[int, int, int, int, int]:
+        """(file stack id, caller, class, api or -1, wrapped) of one call site, cached:
+        ``key`` >= 0 is a kernel stack id, else the site is ``frames``."""
         site = self._sites.get(key)
         if site is not None:
             return site
-        if frames is None:
-            addrs = self.stack_lookup(key) if key >= 0 else ()
-        else:
-            addrs = [a for a in frames.tolist() if a]
+        from_map = key >= 0
+        addrs = self.stack_lookup(key) if from_map else [a for a in frames.tolist() if a]
         names = _clean(self.syms.symbolize(addrs) if len(addrs) else [])
         funcs = [n.partition("+")[0] for n in names]
-        first = 0
-        top, below = None, first
+        top, below = None, 0
         while below < len(funcs) and funcs[below].startswith(LOCK_INTERNAL_PREFIXES):
             if funcs[below] in STACK_APIS:
                 top = below  # the outermost lock API function seen
@@ -136,11 +140,11 @@ class Decoder:
             top, below = below, below + 1  # e.g. pci_lock_rescan_remove around mutex_lock
         api = self._intern(funcs[top]) if top is not None else -1
         wrapped = int(top is not None and funcs[top] in WRAPPER_NAMES)
-        start = first if top is None else top
+        start = 0 if top is None else top
         caller = names[below] if below < len(names) else "?"
         caller_func = caller.partition("+")[0]
         sid = -1
-        if frames is None and key >= 0 and names:
+        if from_map and names:
             sid = self.stacks.intern(names[start:])
         kind = "rwsem" if top is not None and funcs[top] in RWSEM_APIS else "mutex"
         site = (sid, self._intern(caller), self._intern(f"{kind}@{caller_func}"), api, wrapped)
@@ -166,27 +170,24 @@ class Decoder:
         comm = _fixed_strings(ev["comm"], "")
         if order is not None:
             comm = comm.take(pa.array(order))
+        # a call site is its kernel stack id, or (no stack) a mix of its frames
         if self.stack_lookup is not None:
-            frames = None
-            keys = col("stack_id")
-            self.stack_errors += int((keys < 0).sum())
+            keys = col("stack_id").astype(np.int64)
+            bad = np.flatnonzero(keys < 0)
+            self.stack_errors += len(bad)
         else:
-            frames = col("ips")
-            # one 64-bit key per distinct frame list, mixed from all its frames
-            keys = np.zeros(n, dtype=np.uint64)
-            with np.errstate(over="ignore"):
-                for i in range(NIPS):
-                    keys += frames[:, i] * np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64)
-            keys = keys.view(np.int64)
+            keys = np.empty(n, dtype=np.int64)
+            bad = np.arange(n)
+        if len(bad):
+            keys[bad] = _mix(ev["ips"][bad if order is None else order[bad]])
         enc = pc.dictionary_encode(pa.array(keys))
         inv = enc.indices.to_numpy()
         uniq = enc.dictionary.to_pylist()
-        if frames is None:
-            per_site = [self._site(k, None) for k in uniq]
-        else:
-            first = np.empty(len(uniq), dtype=np.int64)
-            first[inv] = np.arange(n)  # any row of each key will do: same frames
-            per_site = [self._site(k, frames[first[i]]) for i, k in enumerate(uniq)]
+        first = np.empty(len(uniq), dtype=np.int64)
+        first[inv] = np.arange(n)  # any row of each key will do: same site
+        if order is not None:
+            first = order[first]
+        per_site = [self._site(k, ev["ips"][first[i]]) for i, k in enumerate(uniq)]
         sites = np.array(per_site, dtype=np.int32).reshape(-1, 5)
         stack_id, caller, site_class, site_api, wrapped = (sites[:, i][inv] for i in range(5))
 
@@ -224,6 +225,15 @@ class Decoder:
             },
             schema=SCHEMA,
         )
+
+
+def _mix(frames: np.ndarray) -> np.ndarray:
+    """One 64-bit key per row of frames, top bit set so it never equals a stack id."""
+    keys = np.zeros(len(frames), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for i in range(frames.shape[1]):
+            keys += frames[:, i] * np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64)
+    return (keys | np.uint64(1 << 63)).view(np.int64)
 
 
 def _clean(names: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
-from lktrace.collector.spool import SPOOL_SUFFIX, SpoolWriter, convert, spool_path
+from lktrace.collector.spool import EVENTS_FILE, SPOOL_SUFFIX, SpoolWriter, convert, spool_path
 from lktrace.collector.stream import TraceStream
 from lktrace.console import fmt_count
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
@@ -71,7 +71,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         comm=req.comm,
         ringbuf=targets.ringbuf,
     )
-    layout_free = {"mutex", "bus", "name", "bus_name"} <= targets.offsets.keys()
+    layout_free = targets.device_offsets_known
     headers = bpf.find_headers(os.uname().release, layout_free)
     extra = {
         "headers": headers.note,
@@ -86,7 +86,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         ), targets
     extra |= {"releases": "yes", "scope": req.scope}
     want_fentry = req.backend == "fentry" or (
-        req.backend == "auto" and fentry_possible(targets, btf) and bcc_kfunc(bpf)
+        req.backend == "auto" and fentry_possible(targets, btf) and bpf.fentry_supported()
     )
     if want_fentry:
         try:
@@ -103,11 +103,6 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         )
     source, probes = bpf.open_lock_probes(targets, opts, headers, fentry=False)
     return Opened(source, "kprobe", probes, extra), targets
-
-
-def bcc_kfunc(bpf_module: object) -> bool:
-    """Whether BCC sees BTF trampolines on this kernel."""
-    return bool(bpf_module.import_bcc().BPF.support_kfunc())
 
 
 class StopFlag:
@@ -129,15 +124,27 @@ class StopFlag:
         )
 
 
-def status_line(p: Progress) -> None:
-    """Rewrite the live status line on a terminal."""
-    secs = p.elapsed_ns / 1e9
-    rate = p.events / secs if secs else 0.0
-    sys.stderr.write(
-        f"\r\033[Krecording {secs:6.1f} s  {fmt_count(p.events)} events  "
-        f"{rate:,.0f}/s  lost {fmt_count(p.lost)}  spool {p.spool_bytes / 1e6:.1f} MB"
-    )
-    sys.stderr.flush()
+class Status:
+    """The live status line: rewritten in place on a terminal, else a line every 10 s."""
+
+    def __init__(self, tty: bool, every: float = 10.0) -> None:
+        self.tty = tty
+        self.every = every
+        self._next = time.monotonic() + every
+
+    def __call__(self, p: Progress) -> None:
+        if not self.tty:
+            if time.monotonic() < self._next:
+                return
+            self._next += self.every
+        secs = p.elapsed_ns / 1e9
+        rate = p.events / secs if secs else 0.0
+        text = (
+            f"recording {secs:6.1f} s  {fmt_count(p.events)} events  {rate:,.0f}/s  "
+            f"lost {fmt_count(p.lost)}  spool {p.spool_bytes / 1e6:.1f} MB"
+        )
+        sys.stderr.write(f"\r\033[K{text}" if self.tty else f"lktrace: {text}\n")
+        sys.stderr.flush()
 
 
 def record(req: RecordRequest) -> tuple[TraceMeta, int]:
@@ -263,7 +270,7 @@ def run_recording(
     old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
     try:
-        rec.drain.run(stop, status_line if tty else None)
+        rec.drain.run(stop, Status(tty))
     except BaseException:
         rec.close()
         raise
@@ -299,6 +306,8 @@ def finish_spool(spool_dir: Path, out: Path, force: bool) -> tuple[TraceMeta, in
 
 def recover(spool_dir: Path, out: Path | None, force: bool) -> tuple[TraceMeta, int, Path]:
     """``lktrace recover``: the trace a killed recording left in its spool."""
+    if not (spool_dir / EVENTS_FILE).is_file():
+        raise CollectorError(f"{spool_dir}: not a spool directory (no {EVENTS_FILE})")
     if out is None:
         if spool_dir.name.endswith(SPOOL_SUFFIX):
             out = spool_dir.with_name(spool_dir.name[: -len(SPOOL_SUFFIX)])

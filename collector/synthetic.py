@@ -76,9 +76,10 @@ STACKS = {
 class SyntheticSource:
     """Yields ``chunk`` records per poll until ``total`` (``None``: until closed).
 
-    Within a chunk the timestamps are shuffled (as per-CPU buffers interleave);
-    ``lost_per_poll`` adds to the lost counter; ``stacks=False`` puts the frames into
-    the records instead of stack ids; ``delay`` sleeps in each poll (seconds).
+    Within a chunk the timestamps are slightly out of order (as per-CPU buffers
+    interleave); ``lost_per_poll`` adds to the lost counter; ``stacks=False`` puts the
+    frames into the records instead of stack ids (with stacks, 1 % of stack 2's records
+    have none, as when the stack map refuses one); ``delay`` sleeps in each poll (seconds).
     """
 
     def __init__(
@@ -107,10 +108,13 @@ class SyntheticSource:
     def _make(n: int, stacks: bool, rng: np.random.Generator) -> np.ndarray:
         ev = np.zeros(n, dtype=event_dtype(stacks))
         site = rng.integers(1, 5, n)  # which of STACKS
-        ev["stack_id"] = site if stacks else -1
-        if not stacks:
-            for sid, frames in STACKS.items():
-                ev["ips"][site == sid, : len(frames)] = frames
+        # without stacks every record carries its first frames; with stacks, the records
+        # whose stack the map refused (-EEXIST, 1 in 100 of stack 2 here) do
+        refused = (site == 2) & (rng.random(n) < 0.01) if stacks else site > 0
+        ev["stack_id"] = np.where(refused, -17, site)
+        width = ev["ips"].shape[1]
+        for sid, frames in STACKS.items():
+            ev["ips"][refused & (site == sid), : min(width, len(frames))] = frames[:width]
         ev["api"] = np.select([site == 3, site == 4], [2, 1], 0)
         ev["event"] = np.where(site == 4, 3, rng.integers(0, 2, n))
         ev["kind"] = np.select([site == 3, site == 2], [KIND_WRAPPED, KIND_DEVICE], KIND_MUTEX)

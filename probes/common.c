@@ -3,9 +3,10 @@
 // lktrace.probes.program): the event record, the output buffer, filters, device_lock
 // recognition, call-site capture and emission.
 //
-// Macros: NIPS, NAME_LEN (with the struct), STACKS, RINGBUF, RINGBUF_PAGES, FILTER_PID,
-// FILTER_COMM (a string literal, optional), DEV_MUTEX_OFF, DEV_BUS_OFF, DEV_NAME_OFF,
-// BUS_NAME_OFF, PCI_BUS_TYPE (0 when the symbol is unknown: compare the bus name).
+// Macros: NIPS, NAME_LEN (with the struct), STACKS, STACK_DEPTH, STACK_BUCKETS, RINGBUF,
+// RINGBUF_PAGES, FILTER_PID, FILTER_COMM (a string literal, optional), DEV_MUTEX_OFF,
+// DEV_BUS_OFF, DEV_NAME_OFF, BUS_NAME_OFF, PCI_BUS_TYPE (0 when the symbol is unknown:
+// compare the bus name).
 #include <uapi/linux/ptrace.h>
 
 @EVENT_STRUCT@
@@ -36,7 +37,12 @@ struct pending {
 BPF_PERCPU_ARRAY(counters, u64, NCOUNTERS);
 BPF_PERCPU_ARRAY(scratch, struct event, 1);
 #if STACKS
-BPF_STACK_TRACE(stacks, 16384);
+// Shallower and more numerous than BCC's BPF_STACK_TRACE (127 frames): a stack whose hash
+// bucket is taken is refused (-EEXIST), so buckets matter more than depth here.
+struct stack {
+    u64 ip[STACK_DEPTH];
+};
+BPF_TABLE("stacktrace", int, struct stack, stacks, STACK_BUCKETS);
 #endif
 #if RINGBUF
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -94,15 +100,16 @@ static __always_inline u8 classify(u64 lock, char *name)
     return KIND_DEVICE;
 }
 
-// Capture the call site: a stack id, or the first frames when stacks are off.
+// Capture the call site: a stack id, or the first frames (stacks off, or no stack id).
 static __always_inline void capture(void *ctx, struct pending *p)
 {
+    p->stack_id = -1;
 #if STACKS
     p->stack_id = stacks.get_stackid(ctx, 0);
-#else
-    p->stack_id = -1;
-    bpf_get_stack(ctx, p->ips, sizeof(p->ips), 0);
+    if (p->stack_id >= 0)
+        return;  // else (a hash bucket taken by another stack) keep the first frames
 #endif
+    bpf_get_stack(ctx, p->ips, sizeof(p->ips), 0);
 }
 
 static __always_inline void emit(void *ctx, u8 event, u16 api, u64 lock, u64 ts,
@@ -124,9 +131,8 @@ static __always_inline void emit(void *ctx, u8 event, u16 api, u64 lock, u64 ts,
     ev->event = event;
     ev->kind = kind;
     bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-#if !STACKS
-    __builtin_memcpy(ev->ips, site->ips, sizeof(ev->ips));
-#endif
+    if (site->stack_id < 0)
+        __builtin_memcpy(ev->ips, site->ips, sizeof(ev->ips));
     if (kind == KIND_DEVICE)
         classify(lock, ev->name);
 #if RINGBUF

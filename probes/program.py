@@ -22,6 +22,8 @@ class Options:
     comm: str | None = None
     ringbuf: bool = True
     ringbuf_pages: int = 4096
+    stack_depth: int = 48
+    stack_buckets: int = 65536
 
 
 def source(name: str) -> str:
@@ -37,6 +39,8 @@ def cflags(opts: Options, targets: Targets) -> list[str]:
     """The -D flags for both programs."""
     flags = [
         f"-DSTACKS={int(opts.stacks)}",
+        f"-DSTACK_DEPTH={opts.stack_depth}",
+        f"-DSTACK_BUCKETS={opts.stack_buckets}",
         f"-DRINGBUF={int(opts.ringbuf)}",
         f"-DRINGBUF_PAGES={opts.ringbuf_pages}",
         f"-DSCOPE_ALL={int(opts.scope_all)}",
@@ -47,7 +51,7 @@ def cflags(opts: Options, targets: Targets) -> list[str]:
     if opts.comm:
         flags.append(f'-DFILTER_COMM="{opts.comm[:15]}"')
     off = targets.offsets
-    if {"mutex", "bus", "name", "bus_name"} <= off.keys():
+    if targets.device_offsets_known:
         flags += [
             f"-DDEV_MUTEX_OFF={off['mutex']}",
             f"-DDEV_BUS_OFF={off['bus']}",

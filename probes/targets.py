@@ -26,6 +26,8 @@ class Ret(IntEnum):
 
 
 class Role(IntEnum):
+    """What a probed function does to its lock."""
+
     LOCK = 0
     UNLOCK = 1
     WRAP_LOCK = 2  # a function that wraps one global mutex (pci_lock_rescan_remove)
@@ -136,8 +138,8 @@ SCOPE_FUNCTIONS = (
 )
 
 # struct device members read in BPF (include/linux/device.h): the mutex behind
-# device_lock(), the bus pointer and the kobject name; unchanged in layout role since
-# v2.6.16 (dev->mutex replaced dev->sem in v2.6.35), offsets vary with config.
+# device_lock() (dev->mutex since v2.6.35, a semaphore before), the bus pointer and the
+# kobject name. Their offsets vary with version and config: taken from BTF.
 DEVICE_MEMBERS = {
     "mutex": ("device", "mutex"),
     "bus": ("device", "bus"),
@@ -164,6 +166,11 @@ class Targets:
     @property
     def probes(self) -> list[str]:
         return [a.name for a in self.apis] + self.scope
+
+    @property
+    def device_offsets_known(self) -> bool:
+        """Whether BTF gave every struct offset the BPF program reads."""
+        return set(DEVICE_MEMBERS) <= self.offsets.keys()
 
 
 def kernel_release_tuple(release: str | None = None) -> tuple[int, int]:

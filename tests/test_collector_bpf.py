@@ -5,6 +5,7 @@ real mutex contention, and the one-line errors. Skips say what the machine lacks
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -149,9 +150,20 @@ def test_privileges_are_checked(tmp_path):
     bpf.check_privileges(status)  # CAP_BPF + CAP_PERFMON suffice
 
 
-def run_cli(*args: str, cwd: Path, user: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, user: list[str] | None = None, memory: int | None = None
+) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        if memory:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
     return subprocess.run(
-        [*(user or []), *LKTRACE, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [*(user or []), *LKTRACE, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
     )
 
 
@@ -189,14 +201,8 @@ def test_unwritable_output_is_one_line(tmp_path):
     )
 
 
-@root
-@pytest.mark.skipif(
-    not Path("/sys/kernel/tracing/events/lock").exists()
-    and not Path("/sys/kernel/debug/tracing/events/lock").exists()
-    and not Path("/proc/config.gz").exists(),
-    reason="no lock tracepoints visible",
-)
-def test_tracepoint_backend_records_real_contention(tmp_path):
+def record_hammer(tmp_path: Path, name: str, *args: str) -> Path:
+    """``lktrace record --backend tracepoint ARGS -- python hammer.py 2``; the trace."""
     bcc_or_skip()
     headers_or_skip()
     try:
@@ -207,20 +213,16 @@ def test_tracepoint_backend_records_real_contention(tmp_path):
         pytest.skip("kernel has no lock:contention_begin (v5.19+)")
     script = tmp_path / "hammer.py"
     script.write_text(HAMMER)
-    out = tmp_path / "pipe.parquet"
-    done = run_cli(
-        "record",
-        "--backend",
-        "tracepoint",
-        "-o",
-        str(out),
-        "--",
-        sys.executable,
-        str(script),
-        "2",
-        cwd=tmp_path,
-    )
+    out = tmp_path / name
+    cmd = ["record", "--backend", "tracepoint", "-o", str(out), *args]
+    done = run_cli(*cmd, "--", sys.executable, str(script), "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    return out
+
+
+@root
+def test_tracepoint_backend_records_real_contention(tmp_path):
+    out = record_hammer(tmp_path, "pipe.parquet")
     trace = read_trace(out)
     meta = trace.meta
     assert meta.extra["backend"] == "tracepoint" and meta.extra["releases"] == "no"
@@ -234,8 +236,20 @@ def test_tracepoint_backend_records_real_contention(tmp_path):
     assert {r["lock_class"] for r in pipe} <= {"mutex@pipe_write", "mutex@anon_pipe_write"}
     assert len({r["lock_addr"] for r in pipe}) == 1  # the one pipe's mutex
     frames = trace.stack(pipe[0]["stack_id"])
-    assert "pipe_write" in frames[1] and frames[0].startswith("__mutex_lock")
+    assert "pipe_write" in frames[1] and "mutex_lock" in frames[0]
     assert not spool_path(out).exists()
-    analyzed = run_cli("analyze", str(out), cwd=tmp_path)
+    # the first 0.1 s and at most 4 GB: a no-release trace of 10^5 events made analyze
+    # (replay/) grow past 20 GB here
+    analyzed = run_cli("analyze", "--until", "0.1", str(out), cwd=tmp_path, memory=4 << 30)
     assert analyzed.returncode in (0, 1), analyzed.stderr
     assert "no release events" in analyzed.stdout
+
+
+@root
+def test_comm_filter_in_bpf(tmp_path):
+    comm = Path(sys.executable).name[:15]
+    other = read_trace(record_hammer(tmp_path, "other.parquet", "--comm", "no-such-task"))
+    assert other.num_events == 0 and other.meta.extra["filter_comm"] == "no-such-task"
+    mine = read_trace(record_hammer(tmp_path, "mine.parquet", "--comm", comm))
+    assert mine.num_events > 0
+    assert set(mine.table["comm"].cast("string").to_pylist()) == {comm}
