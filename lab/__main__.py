@@ -68,9 +68,9 @@ def cmd_overhead(args: argparse.Namespace) -> None:
         "repeat": args.repeat,
         "record_settings": [
             [],
-            ["--no-stacks"],
             ["--scope", "all"],
             ["--scope", "all", "--no-stacks"],
+            ["--scope", "all", "--backend", "kprobe"],
         ],
     }
     _, result = vm.run_job(lab, "overhead", job, timeout=3600)

@@ -38,10 +38,10 @@ def pending_attempts(path: Path) -> pd.DataFrame:
     return open_[open_ > 0].reset_index()
 
 
-def analyze_json(path: Path) -> dict:
+def analyze_json(path: Path, *options: str) -> dict:
     """``lktrace analyze --format json`` on ``path`` (exit 1 only means it found problems)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "lktrace", "analyze", "--format", "json", str(path)],
+        [sys.executable, "-m", "lktrace", "analyze", "--format", "json", *options, str(path)],
         capture_output=True,
         text=True,
     )
@@ -88,8 +88,20 @@ def assert_analyze_deadlock(path: Path) -> None:
 
 
 def assert_analyze_predicted(path: Path) -> None:
-    """analyze predicts the same inversion from the sequential run, which did not hang."""
+    """analyze predicts the same inversion from the sequential run, which did not hang.
+
+    On the lock instances too: the root port's remove took the rescan lock, then
+    the PF's device_lock, which sriov_numvfs holds while it takes the rescan lock.
+    """
     report = analyze_json(path)
     assert report["deadlocks"] == []
     found = _inversions(report)
     assert found and not any(inv["deadlocked"] for inv in found)
+    by_instance = [
+        inv
+        for inv in analyze_json(path, "--level", "instance")["inversions"]
+        if "pci_rescan_remove_lock" in inv["cycle"] and len(inv["cycle"]) == 2
+    ]
+    assert by_instance and not any(inv["deadlocked"] for inv in by_instance)
+    witnesses = {(e["comm"], e["from_class"], e["to_class"]) for e in by_instance[0]["edges"]}
+    assert ("rp-remove", "pci_rescan_remove_lock", "device_lock") in witnesses, witnesses
