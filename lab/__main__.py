@@ -1,0 +1,118 @@
+"""Command line of the lab: ``python -m lab {build,smoke,run,overhead} KERNEL ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from lab import build, kernels, vm
+from lab.scenarios import SCENARIOS
+from lab.shell import LabError, log
+
+#: Where ``run`` copies traces, per kernel ABI, unless --out says otherwise.
+DEFAULT_OUT = build.CACHE / "out"
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    for name in args.kernels:
+        lab = build.build(kernels.resolve(name))
+        print(json.dumps({"kernel": lab.kernel.abi, "timings": lab.timings}))
+
+
+def cmd_smoke(args: argparse.Namespace) -> None:
+    lab = build.build(kernels.resolve(args.kernel))
+    out, result = vm.run_job(lab, "smoke", {"kind": "smoke", "record": False})
+    print(
+        (out / "smoke.json").read_text() if result["rc"] == 0 else (out / "smoke.log").read_text()
+    )
+    if result["rc"] != 0:
+        raise LabError(f"kprobe smoke test failed on {lab.kernel.abi}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    names = list(SCENARIOS) if args.scenarios == ["all"] else args.scenarios
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise LabError(f"unknown scenario(s) {', '.join(unknown)}: know {', '.join(SCENARIOS)}")
+    lab = build.build(kernels.resolve(args.kernel))
+    dest = (args.out or DEFAULT_OUT / lab.kernel.abi).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        s = SCENARIOS[name]
+        job = {
+            "kind": "scenario",
+            "scenario": name,
+            "record": not args.no_record,
+            "record_args": args.record_arg,
+            "timeout": args.timeout or s.timeout,
+        }
+        out, result = vm.run_job(lab, name, job)
+        for f in out.glob(f"{name}.*"):
+            shutil.copy(f, dest / f.name)
+        (dest / f"{name}.json").write_text(json.dumps(result, indent=1))
+        hung = sorted({t["comm"] for t in result["blocked"]})
+        log(f"{name}: rc={result['rc']} timed_out={result['timed_out']} blocked={hung}")
+        if bool(hung) != s.hangs:
+            log(f"{name}: unexpected: it {'hung' if hung else 'did not hang'} on this kernel")
+    log(f"results in {dest}")
+
+
+def cmd_overhead(args: argparse.Namespace) -> None:
+    lab = build.build(kernels.resolve(args.kernel))
+    job = {
+        "kind": "overhead",
+        "ops": args.ops,
+        "repeat": args.repeat,
+        "record_settings": [
+            [],
+            ["--scope", "all"],
+            ["--scope", "all", "--no-stacks"],
+            ["--scope", "all", "--backend", "kprobe"],
+        ],
+    }
+    _, result = vm.run_job(lab, "overhead", job, timeout=3600)
+    if "error" in result:
+        raise LabError(f"overhead run failed: {result['error']}")
+    best = {k: min(r["seconds"] for r in v) for k, v in result["runs"].items()}
+    result["ratio"] = {k: round(t / best["bare"], 2) for k, t in best.items()}
+    print(json.dumps(result, indent=1))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    sub = p.add_subparsers(required=True)
+    b = sub.add_parser("build", help="build (or find cached) the guest of each kernel")
+    b.add_argument("kernels", nargs="+", metavar="KERNEL", help="6.1, 6.12 or a full ABI")
+    b.set_defaults(fn=cmd_build)
+    s = sub.add_parser("smoke", help="prove kprobes work in the guest with a bare BCC script")
+    s.add_argument("kernel")
+    s.set_defaults(fn=cmd_smoke)
+    r = sub.add_parser("run", help="run scenarios under lktrace record, copy the traces out")
+    r.add_argument("kernel")
+    r.add_argument("scenarios", nargs="+", help=f"'all' or some of: {', '.join(SCENARIOS)}")
+    r.add_argument("--out", type=Path, help="where the traces go (default lab/cache/out/ABI)")
+    r.add_argument("--no-record", action="store_true", help="run the scripts bare")
+    r.add_argument("--record-arg", action="append", default=[], help="extra lktrace record arg")
+    r.add_argument("--timeout", type=float, help="seconds before the recorder is stopped")
+    r.set_defaults(fn=cmd_run)
+    o = sub.add_parser("overhead", help="time a mutex-heavy workload with and without recording")
+    o.add_argument("kernel")
+    o.add_argument("--ops", type=int, default=100_000, help="pipe writes per run")
+    o.add_argument("--repeat", type=int, default=3)
+    o.set_defaults(fn=cmd_overhead)
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
+    try:
+        args.fn(args)
+    except (LabError, ValueError) as e:
+        log(f"error: {e}")
+        sys.exit(1)
+
+
+main()

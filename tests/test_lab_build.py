@@ -1,0 +1,63 @@
+"""The lab's build logic that needs no root or network: module closure, stamps, kernel names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.build import module_closure
+from lab.kernels import Kernel, resolve
+from lab.shell import LabError, cached
+
+
+def _modules(tmp_path: Path, dep: str, builtin: str = "") -> Path:
+    (tmp_path / "modules.dep").write_text(dep)
+    (tmp_path / "modules.builtin").write_text(builtin)
+    return tmp_path
+
+
+def test_module_closure_puts_dependencies_first_once(tmp_path: Path) -> None:
+    d = _modules(
+        tmp_path,
+        "kernel/fs/ext4/ext4.ko.xz: kernel/lib/crc16.ko.xz kernel/fs/jbd2/jbd2.ko.xz\n"
+        "kernel/fs/jbd2/jbd2.ko.xz: kernel/lib/crc16.ko.xz\n"
+        "kernel/lib/crc16.ko.xz:\n"
+        "kernel/drivers/block/virtio_blk.ko.xz:\n",
+    )
+    got = [p.relative_to(d).as_posix() for p in module_closure(d, ["ext4", "virtio_blk"])]
+    assert got == [
+        "kernel/lib/crc16.ko.xz",
+        "kernel/fs/jbd2/jbd2.ko.xz",
+        "kernel/fs/ext4/ext4.ko.xz",
+        "kernel/drivers/block/virtio_blk.ko.xz",
+    ]
+
+
+def test_module_closure_skips_builtin_and_rejects_unknown(tmp_path: Path) -> None:
+    d = _modules(tmp_path, "kernel/fs/ext4/ext4.ko:\n", "kernel/drivers/virtio/virtio_pci.ko\n")
+    assert [p.name for p in module_closure(d, ["virtio_pci", "ext4"])] == ["ext4.ko"]
+    with pytest.raises(LabError, match="nvme"):
+        module_closure(d, ["nvme"])
+
+
+def test_cached_step_runs_once_per_key_and_again_after_a_failure(tmp_path: Path) -> None:
+    stamp, runs = tmp_path / "s.stamp", []
+    assert cached(stamp, "k1", lambda: runs.append(1))
+    assert not cached(stamp, "k1", lambda: runs.append(2))
+    assert cached(stamp, "k2", lambda: runs.append(3))
+
+    def fail() -> None:
+        raise LabError("boom")
+
+    with pytest.raises(LabError):
+        cached(stamp, "k3", fail)
+    assert not stamp.exists()
+    assert runs == [1, 3]
+
+
+def test_full_abi_names_resolve_without_apt() -> None:
+    assert resolve("6.1.0-56-amd64") == Kernel("6.1.0-56-amd64")
+    assert resolve("6.12.117+deb12-amd64").headers_package == "linux-headers-6.12.117+deb12-amd64"
+    with pytest.raises(ValueError, match="unknown kernel"):
+        resolve("5.10.0-30-amd64")
