@@ -6,6 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from rich.markup import escape
 from rich.table import Table
 
 from lktrace.console import fmt_count, fmt_ns, out
@@ -72,9 +73,9 @@ def print_info(trace: Trace, max_rows: int = 15) -> None:
     """Print the metadata and the counts of ``trace``."""
     s = summarize(trace)
     head = Table.grid(padding=(0, 2))
-    head.add_row("[bold]trace[/]", s["file"])
+    head.add_row("[bold]trace[/]", escape(s["file"]))
     for label, value in metadata_rows(trace):
-        head.add_row(f"[bold]{label}[/]", value)
+        head.add_row(f"[bold]{label}[/]", escape(value))
     head.add_row(
         "[bold]events[/]",
         f"{fmt_count(s['events'])} over {fmt_ns(s['span_ns'])}, "
@@ -94,7 +95,7 @@ def print_info(trace: Trace, max_rows: int = 15) -> None:
     tasks.add_column("comm")
     tasks.add_column("events", justify="right")
     for tid, comm, n in s["tasks"][:max_rows]:
-        tasks.add_row(str(tid), comm, fmt_count(n))
+        tasks.add_row(str(tid), escape(comm), fmt_count(n))
     _more(tasks, len(s["tasks"]) - max_rows)
     out.print(tasks)
 
@@ -104,7 +105,7 @@ def _count_table(title: str, pairs: list[tuple[str, int]], max_rows: int) -> Tab
     table.add_column(title)
     table.add_column("events", justify="right")
     for value, n in pairs[:max_rows]:
-        table.add_row(str(value), fmt_count(n))
+        table.add_row(escape(str(value)), fmt_count(n))
     _more(table, len(pairs) - max_rows)
     return table
 

@@ -139,3 +139,12 @@ def test_info(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "6.1.0-x" in proc.stdout and "device_lock" in proc.stdout and "task7" in proc.stdout
+
+
+def test_info_prints_brackets_as_they_are(tmp_path):
+    meta = TraceMeta(command="lktrace record -- python3 -c '[t.join() for t in ts]'")
+    path = write_trace(tmp_path / "t.parquet", build_columns(ROWS), meta)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lktrace", "info", str(path)], capture_output=True, text=True
+    )
+    assert "[t.join() for t in ts]" in proc.stdout
