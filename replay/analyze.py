@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -97,7 +98,12 @@ class Run:
         if self.no_releases:  # held sets are unknown without release events
             self.pairs = Pairs(self.pairs.hold[:0], self.pairs.attempt[:0])
         levels = ("class", "instance") if opts.level == "both" else (opts.level,)
-        self.graphs = {lv: build_graph(self.ev, self.rp.holds, self.pairs, lv) for lv in levels}
+        with ThreadPoolExecutor(len(levels)) as pool:  # numpy sorts release the GIL
+            built = {
+                lv: pool.submit(build_graph, self.ev, self.rp.holds, self.pairs, lv)
+                for lv in levels
+            }
+            self.graphs = {lv: f.result() for lv, f in built.items()}
         self._gates: dict[tuple[str, int], set[int]] = {}
         self.task_file = self.ev.tasks["file"].to_numpy()
         self._tids = self.ev.tasks["tid"].tolist()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,13 +47,38 @@ class Vocabulary(dict):
         return lookup[codes] if len(lookup) else codes
 
 
-def _replay_order(task: np.ndarray, ts: np.ndarray, seq: np.ndarray) -> np.ndarray:
+def stable_argsort(key: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` for values below ``bound``.
+
+    Values that fit 16 bits sort by numpy's radix sort, several times faster
+    than its merge sort.
+    """
+    if bound <= 1 << 16:
+        key = key.astype(np.uint16)
+    return np.argsort(key, kind="stable")
+
+
+def _replay_order(task: np.ndarray, ts: np.ndarray, seq: np.ndarray, n_task: int) -> np.ndarray:
     """Positions in (task, ts, seq) order: one stable sort when rows already come in time order."""
     later = ts[1:] > ts[:-1]
     later |= (ts[1:] == ts[:-1]) & (seq[1:] > seq[:-1])
     if later.all():
-        return np.argsort(task, kind="stable")
+        return stable_argsort(task, n_task)
     return np.lexsort((seq, ts, task))
+
+
+def _permute(arrays: dict[str, np.ndarray], order: np.ndarray) -> None:
+    """Reorder every array by ``order`` in place, two at a time on two threads.
+
+    A gather releases the GIL, so two run at once; replacing the arrays two
+    by two keeps the peak at two arrays above the data.
+    """
+    keys = list(arrays)
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(0, len(keys), 2):
+            batch = keys[i : i + 2]
+            done = pool.map(lambda k: arrays[k][order], batch)
+            arrays.update(zip(batch, done, strict=True))
 
 
 class _Columns:
@@ -171,9 +197,8 @@ def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
 
     a = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
     del parts
-    order = _replay_order(a["task"], a["ts"], a.pop("seq"))
-    for k in a:  # one array at a time, to keep the peak low
-        a[k] = a[k][order]
+    order = _replay_order(a["task"], a["ts"], a.pop("seq"), n_task)
+    _permute(a, order)
     del order
 
     task = a["task"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lktrace.replay.events import ACQUIRED, ATTEMPT, FAILED, RELEASED, Events
+from lktrace.replay.events import ACQUIRED, ATTEMPT, FAILED, RELEASED, Events, stable_argsort
 
 
 @dataclass
@@ -59,8 +59,9 @@ def pair(ev: Events) -> Replay:
     """
     n = len(ev)
     n_inst = max(len(ev.inst_name), 1)
-    g_order = np.argsort(ev.task.astype(np.int64) * n_inst + ev.inst, kind="stable")
-    g_order = g_order.astype(np.int32)
+    by_inst = stable_argsort(ev.inst, n_inst)  # then by task: (task, lock, time) order
+    g_order = by_inst[stable_argsort(ev.task[by_inst], len(ev.tasks))].astype(np.int32)
+    del by_inst
     same = np.zeros(n, bool)  # same task and lock as the event before
     same[1:] = True
     for key in (ev.task, ev.inst):
