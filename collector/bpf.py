@@ -185,12 +185,12 @@ class BccSource:
             self.user_lost += count
 
         if ringbuf:
-            bpf["events"].open_ring_buffer(on_event)
+            bpf[b"events"].open_ring_buffer(on_event)
             self._poll = bpf.ring_buffer_poll
         else:
-            bpf["events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
+            bpf[b"events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
             self._poll = bpf.perf_buffer_poll
-        self._stacks = bpf["stacks"] if stacks else None
+        self._stacks = bpf[b"stacks"] if stacks else None
         self.stack_lookup = self._lookup if stacks else None
 
     def _lookup(self, stack_id: int) -> list[int]:
@@ -211,7 +211,7 @@ class BccSource:
 
     def counters(self) -> dict[str, int]:
         """Kernel-side counters (lost, state_full, held_full) summed over CPUs."""
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         names = ("lost", "state_full", "held_full")
         return {name: sum(table[ctypes.c_int(i)]) for i, name in enumerate(names) if i < len(table)}
 
@@ -253,13 +253,15 @@ def _attach(bpf: Any, kind: str, func: str, fn: str) -> bool:
     """Attach one kprobe or kretprobe; False when the kernel refuses it."""
     try:
         if kind == "kprobe":
-            bpf.attach_kprobe(event=func, fn_name=fn)
+            bpf.attach_kprobe(event=func.encode(), fn_name=fn.encode())
             return True
         try:
             # room for this many tasks sleeping in the function at once (default ~2/CPU)
-            bpf.attach_kretprobe(event=func, fn_name=fn, maxactive=KRETPROBE_MAXACTIVE)
+            bpf.attach_kretprobe(
+                event=func.encode(), fn_name=fn.encode(), maxactive=KRETPROBE_MAXACTIVE
+            )
         except Exception:
-            bpf.attach_kretprobe(event=func, fn_name=fn)  # perf PMU path: kernel default
+            bpf.attach_kretprobe(event=func.encode(), fn_name=fn.encode())  # PMU: default
         return True
     except Exception:  # bcc: "Failed to attach BPF program ..."
         return False
