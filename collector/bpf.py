@@ -19,7 +19,7 @@ from typing import Any
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.events import event_dtype
 from lktrace.probes import program
-from lktrace.probes.targets import Targets
+from lktrace.probes.targets import CONTENTION_SINCE, Targets
 
 DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
 TRACEFS = Path("/sys/kernel/tracing")
@@ -272,6 +272,8 @@ def open_contention(targets: Targets, opts: program.Options, headers: Headers) -
     bcc = import_bcc()
     mount_tracefs()
     if not (TRACEFS / "events/lock/contention_begin").is_dir():
-        raise CollectorError("this kernel has no lock:contention_begin tracepoint (needs v5.19+)")
+        raise CollectorError(
+            f"this kernel has no lock:contention_begin tracepoint (needs {CONTENTION_SINCE}+)"
+        )
     bpf = load(bcc, program.contention_program(opts), program.cflags(opts, targets), headers)
     return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))

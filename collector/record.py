@@ -22,7 +22,7 @@ from lktrace.collector.stream import TraceStream
 from lktrace.console import fmt_count
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
 from lktrace.probes.program import Options
-from lktrace.probes.targets import Targets, discover, fentry_possible
+from lktrace.probes.targets import CONTENTION_TRACEPOINTS, Targets, discover, fentry_possible
 from lktrace.trace import TraceMeta
 
 BACKENDS = ("auto", "fentry", "kprobe", "tracepoint")
@@ -81,9 +81,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     if req.backend == "tracepoint":
         source = bpf.open_contention(targets, opts, headers)
         extra |= {"releases": "no", "scope": "all contended mutexes and rwsems"}
-        return Opened(
-            source, "tracepoint", ["lock:contention_begin", "lock:contention_end"], extra
-        ), targets
+        return Opened(source, "tracepoint", list(CONTENTION_TRACEPOINTS), extra), targets
     extra |= {"releases": "yes", "scope": req.scope}
     want_fentry = req.backend == "fentry" or (
         req.backend == "auto" and fentry_possible(targets, btf) and bpf.fentry_supported()
