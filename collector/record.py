@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pyarrow as pa
 
 from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
@@ -254,9 +257,11 @@ class Recording:
         return meta, rows
 
     def close(self) -> None:
-        """Detach the probes and close the spool (what is in it stays recoverable)."""
+        """Detach the probes and close the spool (what is in it stays recoverable, even
+        when its end-of-stream marker cannot be written: a full disk)."""
         self.source.close()
-        self.spool.close()
+        with contextlib.suppress(OSError, pa.ArrowException):
+            self.spool.close()
 
 
 def run_recording(
@@ -275,9 +280,9 @@ def run_recording(
     tty = sys.stderr.isatty()
     try:
         rec.drain.run(stop, Status(tty))
-    except BaseException:
+    except BaseException as e:
         rec.close()
-        raise
+        raise _kept(e, work) from e
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -288,7 +293,21 @@ def run_recording(
         extra["stopped_by"] = signal.Signals(stop.signal).name
     if child is not None and child.returncode is not None:
         extra["command_exit"] = str(child.returncode)
-    return rec.finish(extra)
+    try:
+        return rec.finish(extra)
+    except (OSError, pa.ArrowException) as e:
+        raise _kept(e, work) from e
+
+
+def _kept(e: BaseException, work: Path) -> BaseException:
+    """A write failure (disk full, I/O error) as one line saying where the events are."""
+    if not isinstance(e, (OSError, pa.ArrowException)):
+        return e
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+    return CollectorError(
+        f"writing the trace failed ({why}); what was flushed is in {work}: "
+        f"'lktrace recover {work}' once there is room"
+    )
 
 
 def finish_spool(spool_dir: Path, out: Path, force: bool) -> tuple[TraceMeta, int]:

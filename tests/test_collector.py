@@ -371,3 +371,22 @@ def test_reading_traces_never_imports_bcc(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "100" in done.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_is_one_line_and_keeps_the_spool(tmp_path):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = disk / "t.parquet"
+        proc = run_script(out, "--chunk", "20000", "--delay", "0")
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 2, stderr
+        (line,) = stderr.splitlines()
+        assert line.startswith("lktrace: writing the trace failed (No space left on device)")
+        assert f"'lktrace recover {spool_path(out)}'" in line
+        assert spool_path(out).is_dir() and not out.exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
