@@ -56,8 +56,8 @@ def check_privileges(status: Path = Path("/proc/self/status")) -> None:
     for line in status.read_text().splitlines():
         if line.startswith("CapEff:"):
             caps = int(line.split()[1], 16)
-    have = lambda c: bool(caps >> c & 1)  # noqa: E731
-    if not (have(CAP_SYS_ADMIN) or (have(CAP_BPF) and have(CAP_PERFMON))):
+    bpf_caps = 1 << CAP_BPF | 1 << CAP_PERFMON
+    if not (caps >> CAP_SYS_ADMIN & 1 or caps & bpf_caps == bpf_caps):
         raise CollectorError("recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo")
 
 
