@@ -153,6 +153,8 @@ def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     from lktrace.collector.bpf import check_privileges
 
     check_privileges()
+    # until the drain runs, SIGTERM aborts like Ctrl-C: clean up, write nothing
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = prepare_output(req.output, req.force)
     try:
         syms = Kallsyms.load()
@@ -169,12 +171,6 @@ def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     if opened.backend != "tracepoint":
         extra["missing_probes"] = json.dumps(targets.missing)
     meta = start_meta(req, opened.backend, opened.probes, extra)
-    print(
-        f"lktrace: recording with {opened.backend} ({len(opened.probes)} probes, "
-        f"{extra['buffer']}) into {req.output}; Ctrl-C or SIGTERM stops",
-        file=sys.stderr,
-        flush=True,
-    )
     return run_recording(opened.source, syms, meta, work, req)
 
 
@@ -277,6 +273,12 @@ def run_recording(
         raise CollectorError(f"cannot run {req.command[0]}: {e.strerror}") from e
     stop = StopFlag(req.duration, child)
     old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(
+        f"lktrace: recording with {meta.extra.get('backend')} ({len(meta.probes)} probes) "
+        f"into {req.output}; Ctrl-C or SIGTERM stops",
+        file=sys.stderr,
+        flush=True,
+    )
     tty = sys.stderr.isatty()
     try:
         rec.drain.run(stop, Status(tty))

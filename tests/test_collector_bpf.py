@@ -309,3 +309,28 @@ def test_perf_buffer_path_on_real_contention(tmp_path):
         source.close()
     assert rows >= 10
     assert set(table["event"].cast("string").to_pylist()) <= {"attempt", "acquired", "failed"}
+
+
+@root
+def test_sigterm_stops_a_real_recording(tmp_path):
+    bcc_or_skip()
+    headers_or_skip()
+    try:
+        bpf.mount_tracefs()
+    except CollectorError as e:
+        pytest.skip(str(e))
+    if not Path("/sys/kernel/tracing/events/lock/contention_begin").is_dir():
+        pytest.skip("kernel has no lock:contention_begin (v5.19+)")
+    out = tmp_path / "t.parquet"
+    proc = subprocess.Popen(
+        [*LKTRACE, "record", "--backend", "tracepoint", "-o", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "Ctrl-C or SIGTERM stops" in proc.stderr.readline()  # probes are attached
+    proc.terminate()
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, stderr
+    trace = read_trace(out)
+    assert trace.meta.extra["stopped_by"] == "SIGTERM"
+    assert not spool_path(out).exists()
