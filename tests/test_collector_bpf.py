@@ -214,8 +214,8 @@ def test_unwritable_output_is_one_line(tmp_path):
     )
 
 
-def record_hammer(tmp_path: Path, name: str, *args: str) -> Path:
-    """``lktrace record --backend tracepoint ARGS -- python hammer.py 2``; the trace."""
+def tracepoints_or_skip() -> None:
+    """What the tracepoint backend needs: bcc, headers, tracefs, lock:contention_*."""
     bcc_or_skip()
     headers_or_skip()
     try:
@@ -224,6 +224,11 @@ def record_hammer(tmp_path: Path, name: str, *args: str) -> Path:
         pytest.skip(str(e))
     if not Path("/sys/kernel/tracing/events/lock/contention_begin").is_dir():
         pytest.skip("kernel has no lock:contention_begin (v5.19+)")
+
+
+def record_hammer(tmp_path: Path, name: str, *args: str) -> Path:
+    """``lktrace record --backend tracepoint ARGS -- python hammer.py 2``; the trace."""
+    tracepoints_or_skip()
     script = tmp_path / "hammer.py"
     script.write_text(HAMMER)
     out = tmp_path / name
@@ -313,14 +318,7 @@ def test_perf_buffer_path_on_real_contention(tmp_path):
 
 @root
 def test_sigterm_stops_a_real_recording(tmp_path):
-    bcc_or_skip()
-    headers_or_skip()
-    try:
-        bpf.mount_tracefs()
-    except CollectorError as e:
-        pytest.skip(str(e))
-    if not Path("/sys/kernel/tracing/events/lock/contention_begin").is_dir():
-        pytest.skip("kernel has no lock:contention_begin (v5.19+)")
+    tracepoints_or_skip()
     out = tmp_path / "t.parquet"
     proc = subprocess.Popen(
         [*LKTRACE, "record", "--backend", "tracepoint", "-o", str(out)],
