@@ -115,6 +115,8 @@ class StopFlag:
         self.child = child
 
     def handler(self, signum: int, _frame: object) -> None:
+        if self.signal is not None:  # asked twice: give up now, the spool stays
+            raise KeyboardInterrupt
         self.signal = signum
 
     def __call__(self) -> bool:
