@@ -304,7 +304,12 @@ def run_recording(
 
 
 def _kept(e: BaseException, work: Path) -> BaseException:
-    """A write failure (disk full, I/O error) as one line saying where the events are."""
+    """A write failure (disk full, I/O error) or a second interrupt as one line saying
+    where the flushed events are."""
+    if isinstance(e, KeyboardInterrupt):
+        return CollectorError(
+            f"interrupted; what was flushed is in {work}: 'lktrace recover {work}'"
+        )
     if not isinstance(e, (OSError, pa.ArrowException)):
         return e
     why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]

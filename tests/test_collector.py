@@ -390,3 +390,18 @@ def test_disk_full_is_one_line_and_keeps_the_spool(tmp_path):
         assert spool_path(out).is_dir() and not out.exists()
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_second_signal_gives_up_and_keeps_the_spool(tmp_path):
+    out = tmp_path / "t.parquet"
+    # a source so slow to poll that the first SIGTERM is still pending when the second comes
+    proc = run_script(out, "--delay", "2")
+    assert proc.stdout.readline().strip() == "recording"
+    time.sleep(0.5)
+    proc.terminate()
+    time.sleep(0.2)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 2, stderr
+    assert stderr.splitlines()[-1].startswith("lktrace: interrupted; what was flushed is in ")
+    assert spool_path(out).is_dir() and not out.exists()
