@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import mmap
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.events import event_dtype
+from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
 from lktrace.probes.targets import CONTENTION_SINCE, Targets
 
@@ -169,13 +171,14 @@ def load(bcc: Any, text: str, cflags: list[str], headers: Headers) -> Any:
 class BccSource:
     """Drains a BCC program's event buffer into raw records (see :func:`event_dtype`)."""
 
-    def __init__(self, bpf: Any, ringbuf: bool, stacks: bool, apis: list[str]) -> None:
+    def __init__(self, bpf: Any, opts: program.Options, apis: list[str]) -> None:
         self.bpf = bpf
         self.apis = apis
         self._chunks: list[bytes] = []
         self.buffered = 0
         self.user_lost = 0
-        size = event_dtype(stacks).itemsize
+        size = event_dtype(opts.stacks).itemsize
+        self._ring: RingReader | None = None
 
         def on_event(_ctx: Any, data: int, _size: int) -> None:
             self._chunks.append(ctypes.string_at(data, size))
@@ -184,14 +187,13 @@ class BccSource:
         def on_lost(count: int) -> None:
             self.user_lost += count
 
-        if ringbuf:
-            bpf[b"events"].open_ring_buffer(on_event)
-            self._poll = bpf.ring_buffer_poll
+        if opts.ringbuf:
+            data_size = opts.ringbuf_pages * mmap.PAGESIZE
+            self._ring = RingReader(bpf[b"events"].map_fd, data_size, size)
         else:
             bpf[b"events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
-            self._poll = bpf.perf_buffer_poll
-        self._stacks = bpf[b"stacks"] if stacks else None
-        self.stack_lookup = self._lookup if stacks else None
+        self._stacks = bpf[b"stacks"] if opts.stacks else None
+        self.stack_lookup = self._lookup if opts.stacks else None
 
     def _lookup(self, stack_id: int) -> list[int]:
         try:
@@ -201,7 +203,16 @@ class BccSource:
         return list(itertools.takewhile(bool, frames))
 
     def poll(self, timeout_ms: int) -> None:
-        self._poll(timeout_ms)
+        if self._ring is None:
+            self.bpf.perf_buffer_poll(timeout_ms)
+            return
+        raw = self._ring.read()
+        if not raw:
+            self._ring.wait(timeout_ms)
+            raw = self._ring.read()
+        if raw:
+            self._chunks.append(raw)
+            self.buffered += len(raw)
 
     def take(self) -> bytes:
         raw = b"".join(self._chunks)
@@ -220,6 +231,8 @@ class BccSource:
         return self.counters()["lost"] + self.user_lost
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
         self.bpf.cleanup()
 
 
@@ -246,7 +259,7 @@ def open_lock_probes(
     else:
         attached = list(dict.fromkeys(func for _, func, _ in attach))
     apis = [a.name for a in targets.apis]
-    return BccSource(bpf, opts.ringbuf, opts.stacks, apis), attached
+    return BccSource(bpf, opts, apis), attached
 
 
 def _attach(bpf: Any, kind: str, func: str, fn: str) -> bool:
@@ -276,4 +289,4 @@ def open_contention(targets: Targets, opts: program.Options, headers: Headers) -
             f"this kernel has no lock:contention_begin tracepoint (needs {CONTENTION_SINCE}+)"
         )
     bpf = load(bcc, program.contention_program(opts), program.cflags(opts, targets), headers)
-    return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))
+    return BccSource(bpf, opts, list(program.CONTENTION_APIS))
