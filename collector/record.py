@@ -266,7 +266,12 @@ def run_recording(
     source: EventSource, syms: Kallsyms, meta: TraceMeta, work: Path, req: RecordRequest
 ) -> tuple[TraceMeta, int]:
     """Drain ``source`` until told to stop, then write the trace at ``req.output``."""
-    rec = Recording(source, syms, meta, work, req.output, req.force)
+    try:
+        rec = Recording(source, syms, meta, work, req.output, req.force)
+    except (OSError, pa.ArrowException) as e:
+        source.close()
+        output.remove_dir(work)
+        raise CollectorError(f"cannot write to {work}: {e}") from e
     try:
         child = subprocess.Popen(req.command) if req.command else None
     except OSError as e:
