@@ -174,9 +174,15 @@ def _report(path: Path, meta: TraceMeta, rows: int) -> None:
         file=sys.stderr,
     )
     if meta.lost_events:
+        hint = (
+            "; --scope all on a busy machine records more than can be drained: "
+            "narrow it with --pid/--comm, or use --scope pci"
+            if meta.extra.get("scope") == "all"
+            else ""
+        )
         print(
             f"lktrace: warning: {meta.lost_events:,} events were lost (buffer full); "
-            "orderings may be missing",
+            f"orderings may be missing{hint}",
             file=sys.stderr,
         )
 
