@@ -191,7 +191,10 @@ class BccSource:
             data_size = opts.ringbuf_pages * mmap.PAGESIZE
             self._ring = RingReader(bpf[b"events"].map_fd, data_size, size)
         else:
-            bpf[b"events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
+            # per CPU: the same total as the ring buffer would have, at least 64 pages
+            per_cpu = max(64, opts.ringbuf_pages // max(1, os.cpu_count() or 1))
+            pages = 1 << (per_cpu - 1).bit_length()
+            bpf[b"events"].open_perf_buffer(on_event, page_cnt=pages, lost_cb=on_lost)
         self._stacks = bpf[b"stacks"] if opts.stacks else None
         self.stack_lookup = self._lookup if opts.stacks else None
 

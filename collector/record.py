@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import signal
 import socket
@@ -43,8 +44,15 @@ class RecordRequest:
     comm: str | None = None
     backend: str = "auto"
     force: bool = False
+    buffer_mb: int = 16
     command: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+
+
+def buffer_pages(mb: int) -> int:
+    """Pages of a ring buffer of at least ``mb`` MiB (the kernel wants a power of two)."""
+    pages = max(1, mb) * (1 << 20) // mmap.PAGESIZE
+    return 1 << (pages - 1).bit_length()
 
 
 @dataclass
@@ -73,6 +81,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         pid=req.pid,
         comm=req.comm,
         ringbuf=targets.ringbuf,
+        ringbuf_pages=buffer_pages(req.buffer_mb),
     )
     layout_free = targets.device_offsets_known
     headers = bpf.find_headers(os.uname().release, layout_free)

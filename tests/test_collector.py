@@ -405,3 +405,12 @@ def test_second_signal_gives_up_and_keeps_the_spool(tmp_path):
     assert proc.returncode == 2, stderr
     assert stderr.splitlines()[-1].startswith("lktrace: interrupted; what was flushed is in ")
     assert spool_path(out).is_dir() and not out.exists()
+
+
+def test_buffer_size_is_a_power_of_two_pages():
+    from lktrace.collector.record import buffer_pages
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    for mb in (1, 3, 16, 100):
+        pages = buffer_pages(mb)
+        assert pages & (pages - 1) == 0 and pages * page >= mb << 20 > pages * page // 2
