@@ -283,22 +283,22 @@ def test_comm_filter_in_bpf(tmp_path):
     assert set(mine.table["comm"].cast("string").to_pylist()) == {comm}
 
 
+def contention_source(tmp_path: Path, opts: program.Options) -> tuple[bpf.BccSource, Decoder, Path]:
+    """The tracepoint program attached with ``opts``, a decoder for it, the hammer script."""
+    tracepoints_or_skip()
+    headers = headers_or_skip()
+    syms = Kallsyms.load()
+    source = bpf.open_contention(discover(syms, Btf.load()), opts, headers)
+    script = tmp_path / "hammer.py"
+    script.write_text(HAMMER)
+    return source, Decoder(syms, source.apis, source.stack_lookup), script
+
+
 @root
 @needs_btf
 def test_perf_buffer_path_on_real_contention(tmp_path):
     # kernels before v5.8 get a perf buffer; this one has both, so try it here
-    bcc_or_skip()
-    headers = headers_or_skip()
-    syms = Kallsyms.load()
-    targets = discover(syms, Btf.load())
-    opts = program.Options(ringbuf=False)
-    try:
-        source = bpf.open_contention(targets, opts, headers)
-    except CollectorError as e:
-        pytest.skip(str(e))
-    script = tmp_path / "hammer.py"
-    script.write_text(HAMMER)
-    decoder = Decoder(syms, source.apis, source.stack_lookup)
+    source, decoder, script = contention_source(tmp_path, program.Options(ringbuf=False))
     try:
         rows = 0
         for _ in range(3):  # contention depends on what else the CPUs run
@@ -338,14 +338,7 @@ def test_sigterm_stops_a_real_recording(tmp_path):
 @needs_btf
 def test_ring_buffer_read_in_bulk_across_wraparound(tmp_path):
     # a 64 KiB ring wraps every ~600 records: every record read must still be whole
-    tracepoints_or_skip()
-    headers = headers_or_skip()
-    syms = Kallsyms.load()
-    targets = discover(syms, Btf.load())
-    source = bpf.open_contention(targets, program.Options(ringbuf_pages=16), headers)
-    script = tmp_path / "hammer.py"
-    script.write_text(HAMMER)
-    decoder = Decoder(syms, source.apis, source.stack_lookup)
+    source, decoder, script = contention_source(tmp_path, program.Options(ringbuf_pages=16))
     tables = []
     try:
         hammer = subprocess.Popen([sys.executable, str(script), "2"])
