@@ -7,6 +7,10 @@ viewed as an array and copied out in one go. The layout is the kernel's
 producer-position page and the data pages, mapped twice in a row so that any stretch up
 to the ring's size is contiguous. Each record starts with an 8-byte header: its length
 with a busy bit (still being written) and a discard bit.
+
+The kernel publishes with release stores and this reads with plain loads, which x86-64
+keeps in order (the architecture lktrace records on); elsewhere BCC's reader would be
+needed.
 """
 
 from __future__ import annotations
