@@ -122,6 +122,9 @@ def record(
         str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")
     ] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing trace.")] = False,
+    buffer_mb: Annotated[
+        int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")
+    ] = 16,
     command: Annotated[
         list[str] | None, typer.Argument(help="-- COMMAND ...: record while it runs.")
     ] = None,
@@ -136,6 +139,8 @@ def record(
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
+    if not 1 <= buffer_mb <= 4096:
+        raise UsageError("--buffer-mb must be between 1 and 4096")
     req = RecordRequest(
         output=output,
         duration=duration,
@@ -145,6 +150,7 @@ def record(
         comm=comm,
         backend=backend,
         force=force,
+        buffer_mb=buffer_mb,
         command=list(command or []),
         argv=["lktrace", *sys.argv[1:]],
     )
@@ -174,9 +180,15 @@ def _report(path: Path, meta: TraceMeta, rows: int) -> None:
         file=sys.stderr,
     )
     if meta.lost_events:
+        hint = (
+            "; --scope all on a busy machine records more than can be drained: "
+            "narrow it with --pid/--comm, or use --scope pci"
+            if meta.extra.get("scope") == "all"
+            else ""
+        )
         print(
             f"lktrace: warning: {meta.lost_events:,} events were lost (buffer full); "
-            "orderings may be missing",
+            f"orderings may be missing{hint}",
             file=sys.stderr,
         )
 

@@ -22,7 +22,7 @@ class Options:
     pid: int | None = None
     comm: str | None = None
     ringbuf: bool = True
-    ringbuf_pages: int = 4096
+    ringbuf_pages: int = 4096  # 16 MiB
     stack_depth: int = 48
     stack_buckets: int = 65536
 
