@@ -139,12 +139,12 @@ def overhead(job: dict) -> dict:
             res = run_bounded(cmd, log_path, 600)
             if res["rc"] != 0 or not timing.exists():
                 return {"error": f"{label}: exit {res['rc']}, see {log_path.name}", "runs": runs}
-            wrote = re.search(r"(\d+) events.*?(\d+) lost", log_path.read_text())
+            wrote = re.search(r"([\d,]+) events.*?([\d,]+) lost", log_path.read_text())
             runs[label].append(
                 {
                     "seconds": int(timing.read_text()) / 1e9,
-                    "events": int(wrote[1]) if wrote else None,
-                    "lost": int(wrote[2]) if wrote else None,
+                    "events": int(wrote[1].replace(",", "")) if wrote else None,
+                    "lost": int(wrote[2].replace(",", "")) if wrote else None,
                 }
             )
             timing.unlink()
