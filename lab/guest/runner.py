@@ -19,11 +19,11 @@ from pathlib import Path
 SHARE = Path("/share")
 OUT = SHARE / "out"
 LKTRACE = "/usr/local/bin/lktrace"
-#: How long the recorder gets to flush after each stop signal.
 #: The scenarios' lib.sh creates this when a scenario starts.
 STARTED = Path("/run/lab-scenario-started")
 #: How long a recorder may take to start (import, BCC compile, attach) under TCG.
 STARTUP_LIMIT = 600.0
+#: The signals that stop a command past its timeout, each with the time it gets to exit.
 STOP_SIGNALS = ((signal.SIGINT, 120.0), (signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0))
 
 
