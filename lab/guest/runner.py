@@ -140,9 +140,11 @@ def overhead(job: dict) -> dict:
             if res["rc"] != 0 or not timing.exists():
                 return {"error": f"{label}: exit {res['rc']}, see {log_path.name}", "runs": runs}
             wrote = re.search(r"([\d,]+) events.*?([\d,]+) lost", log_path.read_text())
+            wall, user, system = map(float, timing.read_text().split())
             runs[label].append(
                 {
-                    "seconds": int(timing.read_text()) / 1e9,
+                    "seconds": wall,
+                    "cpu_seconds": round(user + system, 3),
                     "events": int(wrote[1].replace(",", "")) if wrote else None,
                     "lost": int(wrote[2].replace(",", "")) if wrote else None,
                 }
