@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import mmap
 import os
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from typing import Any
 
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.events import event_dtype
+from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
-from lktrace.probes.targets import Targets
+from lktrace.probes.targets import CONTENTION_SINCE, Targets
 
 DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
 TRACEFS = Path("/sys/kernel/tracing")
@@ -56,8 +58,8 @@ def check_privileges(status: Path = Path("/proc/self/status")) -> None:
     for line in status.read_text().splitlines():
         if line.startswith("CapEff:"):
             caps = int(line.split()[1], 16)
-    have = lambda c: bool(caps >> c & 1)  # noqa: E731
-    if not (have(CAP_SYS_ADMIN) or (have(CAP_BPF) and have(CAP_PERFMON))):
+    bpf_caps = 1 << CAP_BPF | 1 << CAP_PERFMON
+    if not (caps >> CAP_SYS_ADMIN & 1 or caps & bpf_caps == bpf_caps):
         raise CollectorError("recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo")
 
 
@@ -169,13 +171,14 @@ def load(bcc: Any, text: str, cflags: list[str], headers: Headers) -> Any:
 class BccSource:
     """Drains a BCC program's event buffer into raw records (see :func:`event_dtype`)."""
 
-    def __init__(self, bpf: Any, ringbuf: bool, stacks: bool, apis: list[str]) -> None:
+    def __init__(self, bpf: Any, opts: program.Options, apis: list[str]) -> None:
         self.bpf = bpf
         self.apis = apis
         self._chunks: list[bytes] = []
         self.buffered = 0
         self.user_lost = 0
-        size = event_dtype(stacks).itemsize
+        size = event_dtype(opts.stacks).itemsize
+        self._ring: RingReader | None = None
 
         def on_event(_ctx: Any, data: int, _size: int) -> None:
             self._chunks.append(ctypes.string_at(data, size))
@@ -184,14 +187,16 @@ class BccSource:
         def on_lost(count: int) -> None:
             self.user_lost += count
 
-        if ringbuf:
-            bpf["events"].open_ring_buffer(on_event)
-            self._poll = bpf.ring_buffer_poll
+        if opts.ringbuf:
+            data_size = opts.ringbuf_pages * mmap.PAGESIZE
+            self._ring = RingReader(bpf[b"events"].map_fd, data_size, size)
         else:
-            bpf["events"].open_perf_buffer(on_event, page_cnt=256, lost_cb=on_lost)
-            self._poll = bpf.perf_buffer_poll
-        self._stacks = bpf["stacks"] if stacks else None
-        self.stack_lookup = self._lookup if stacks else None
+            # per CPU: the same total as the ring buffer would have, at least 64 pages
+            per_cpu = max(64, opts.ringbuf_pages // max(1, os.cpu_count() or 1))
+            pages = 1 << (per_cpu - 1).bit_length()
+            bpf[b"events"].open_perf_buffer(on_event, page_cnt=pages, lost_cb=on_lost)
+        self._stacks = bpf[b"stacks"] if opts.stacks else None
+        self.stack_lookup = self._lookup if opts.stacks else None
 
     def _lookup(self, stack_id: int) -> list[int]:
         try:
@@ -201,7 +206,16 @@ class BccSource:
         return list(itertools.takewhile(bool, frames))
 
     def poll(self, timeout_ms: int) -> None:
-        self._poll(timeout_ms)
+        if self._ring is None:
+            self.bpf.perf_buffer_poll(timeout_ms)
+            return
+        raw = self._ring.read()
+        if not raw:
+            self._ring.wait(timeout_ms)
+            raw = self._ring.read()
+        if raw:
+            self._chunks.append(raw)
+            self.buffered += len(raw)
 
     def take(self) -> bytes:
         raw = b"".join(self._chunks)
@@ -211,7 +225,7 @@ class BccSource:
 
     def counters(self) -> dict[str, int]:
         """Kernel-side counters (lost, state_full, held_full) summed over CPUs."""
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         names = ("lost", "state_full", "held_full")
         return {name: sum(table[ctypes.c_int(i)]) for i, name in enumerate(names) if i < len(table)}
 
@@ -220,6 +234,8 @@ class BccSource:
         return self.counters()["lost"] + self.user_lost
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
         self.bpf.cleanup()
 
 
@@ -246,20 +262,22 @@ def open_lock_probes(
     else:
         attached = list(dict.fromkeys(func for _, func, _ in attach))
     apis = [a.name for a in targets.apis]
-    return BccSource(bpf, opts.ringbuf, opts.stacks, apis), attached
+    return BccSource(bpf, opts, apis), attached
 
 
 def _attach(bpf: Any, kind: str, func: str, fn: str) -> bool:
     """Attach one kprobe or kretprobe; False when the kernel refuses it."""
     try:
         if kind == "kprobe":
-            bpf.attach_kprobe(event=func, fn_name=fn)
+            bpf.attach_kprobe(event=func.encode(), fn_name=fn.encode())
             return True
         try:
             # room for this many tasks sleeping in the function at once (default ~2/CPU)
-            bpf.attach_kretprobe(event=func, fn_name=fn, maxactive=KRETPROBE_MAXACTIVE)
+            bpf.attach_kretprobe(
+                event=func.encode(), fn_name=fn.encode(), maxactive=KRETPROBE_MAXACTIVE
+            )
         except Exception:
-            bpf.attach_kretprobe(event=func, fn_name=fn)  # perf PMU path: kernel default
+            bpf.attach_kretprobe(event=func.encode(), fn_name=fn.encode())  # PMU: default
         return True
     except Exception:  # bcc: "Failed to attach BPF program ..."
         return False
@@ -270,6 +288,8 @@ def open_contention(targets: Targets, opts: program.Options, headers: Headers) -
     bcc = import_bcc()
     mount_tracefs()
     if not (TRACEFS / "events/lock/contention_begin").is_dir():
-        raise CollectorError("this kernel has no lock:contention_begin tracepoint (needs v5.19+)")
+        raise CollectorError(
+            f"this kernel has no lock:contention_begin tracepoint (needs {CONTENTION_SINCE}+)"
+        )
     bpf = load(bcc, program.contention_program(opts), program.cflags(opts, targets), headers)
-    return BccSource(bpf, opts.ringbuf, opts.stacks, list(program.CONTENTION_APIS))
+    return BccSource(bpf, opts, list(program.CONTENTION_APIS))

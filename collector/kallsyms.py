@@ -26,37 +26,44 @@ class Kallsyms:
     """Symbols of one kernel: text symbols sorted by address, plus data symbol addresses."""
 
     def __init__(self, lines: list[str], modules: Sequence[str] = ()) -> None:
-        text: list[tuple[int, str]] = []
-        self.data: dict[str, int] = {}
-        builtin = Counter()
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            addr, kind, name = int(parts[0], 16), parts[1], parts[2]
-            if kind in _TEXT_TYPES:
-                text.append((addr, name))
-                if len(parts) == 3:
-                    builtin[name] += 1
-            elif len(parts) == 3:
-                self.data.setdefault(name, addr)
-        text.sort()
-        self.addrs = np.array([a for a, _ in text], dtype=np.uint64)
-        self.names = [n for _, n in text]
+        rows = [p for p in map(str.split, lines) if len(p) >= 3]
+        addr = np.array([int(p[0], 16) for p in rows], dtype=np.uint64)
+        kind = np.array([p[1] for p in rows], dtype="U1")
+        every = [p[2] for p in rows]
+        builtin = np.array([len(p) == 3 for p in rows], dtype=bool)
+        text = np.isin(kind, list(_TEXT_TYPES))
+        at = np.flatnonzero(text)
+        names = [every[i] for i in at.tolist()]
+        # by address, then name: of aliases (e.g. _stext and the first function) the
+        # last one names the address, and it is the same on every run
+        order = np.lexsort((np.array(names), addr[at]))
+        self.addrs = addr[at][order]
+        self.names = [names[i] for i in order.tolist()]
         #: Built-in (non-module) text symbols and how many times each name occurs.
-        self.functions = builtin
+        self.functions = Counter(every[i] for i in np.flatnonzero(text & builtin).tolist())
+        #: Built-in data symbols (all of them only with CONFIG_KALLSYMS_ALL), first wins.
+        self.data: dict[str, int] = {}
+        for i in np.flatnonzero(~text & builtin).tolist():
+            self.data.setdefault(every[i], int(addr[i]))
         self.zeroed = bool(len(self.addrs)) and not self.addrs.any()
+        start, end = (self._addr_of(name) for name in ("_stext", "_etext"))
         ranges = [
             (int(p[5], 16), int(p[5], 16) + int(p[1]))
             for p in map(str.split, modules)
             if len(p) >= 6 and p[5].startswith("0x")
         ]
-        if "_stext" in builtin and "_etext" in builtin:
-            start = next(a for a, n in text if n == "_stext")
-            ranges.append((start, next(a for a, n in text if n == "_etext")))
+        if start is not None and end is not None:
+            ranges.append((start, end))
         ranges.sort()
         self._starts = np.array([a for a, _ in ranges], dtype=np.uint64)
         self._ends = np.array([b for _, b in ranges], dtype=np.uint64)
+
+    def _addr_of(self, name: str) -> int | None:
+        """Address of the text symbol ``name`` (the first by address), if any."""
+        try:
+            return int(self.addrs[self.names.index(name)])
+        except ValueError:
+            return None
 
     @classmethod
     def load(cls, path: Path = KALLSYMS, modules: Path = MODULES) -> Kallsyms:

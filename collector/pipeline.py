@@ -2,7 +2,7 @@
 the trace being written.
 
 Source-agnostic: anything with ``poll``/``take``/``lost``/``stack_lookup``/``apis`` (the
-BCC sources, or the fake source of the tests and the benchmark) is recorded the same way.
+BCC sources, or the synthetic source of the tests and the benchmark) is recorded the same way.
 """
 
 from __future__ import annotations

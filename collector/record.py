@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 import os
 import signal
 import socket
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
+
 from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
@@ -22,7 +26,7 @@ from lktrace.collector.stream import TraceStream
 from lktrace.console import fmt_count
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
 from lktrace.probes.program import Options
-from lktrace.probes.targets import Targets, discover, fentry_possible
+from lktrace.probes.targets import CONTENTION_TRACEPOINTS, Targets, discover, fentry_possible
 from lktrace.trace import TraceMeta
 
 BACKENDS = ("auto", "fentry", "kprobe", "tracepoint")
@@ -40,8 +44,15 @@ class RecordRequest:
     comm: str | None = None
     backend: str = "auto"
     force: bool = False
+    buffer_mb: int = 16
     command: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)
+
+
+def buffer_pages(mb: int) -> int:
+    """Pages of a ring buffer of at least ``mb`` MiB (the kernel wants a power of two)."""
+    pages = max(1, mb) * (1 << 20) // mmap.PAGESIZE
+    return 1 << (pages - 1).bit_length()
 
 
 @dataclass
@@ -70,6 +81,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
         pid=req.pid,
         comm=req.comm,
         ringbuf=targets.ringbuf,
+        ringbuf_pages=buffer_pages(req.buffer_mb),
     )
     layout_free = targets.device_offsets_known
     headers = bpf.find_headers(os.uname().release, layout_free)
@@ -81,9 +93,7 @@ def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     if req.backend == "tracepoint":
         source = bpf.open_contention(targets, opts, headers)
         extra |= {"releases": "no", "scope": "all contended mutexes and rwsems"}
-        return Opened(
-            source, "tracepoint", ["lock:contention_begin", "lock:contention_end"], extra
-        ), targets
+        return Opened(source, "tracepoint", list(CONTENTION_TRACEPOINTS), extra), targets
     extra |= {"releases": "yes", "scope": req.scope}
     want_fentry = req.backend == "fentry" or (
         req.backend == "auto" and fentry_possible(targets, btf) and bpf.fentry_supported()
@@ -114,6 +124,8 @@ class StopFlag:
         self.child = child
 
     def handler(self, signum: int, _frame: object) -> None:
+        if self.signal is not None:  # asked twice: give up now, the spool stays
+            raise KeyboardInterrupt
         self.signal = signum
 
     def __call__(self) -> bool:
@@ -152,6 +164,8 @@ def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     from lktrace.collector.bpf import check_privileges
 
     check_privileges()
+    # until the drain runs, SIGTERM aborts like Ctrl-C: clean up, write nothing
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = prepare_output(req.output, req.force)
     try:
         syms = Kallsyms.load()
@@ -250,16 +264,23 @@ class Recording:
         return meta, rows
 
     def close(self) -> None:
-        """Detach the probes and close the spool (what is in it stays recoverable)."""
+        """Detach the probes and close the spool (what is in it stays recoverable, even
+        when its end-of-stream marker cannot be written: a full disk)."""
         self.source.close()
-        self.spool.close()
+        with contextlib.suppress(OSError, pa.ArrowException):
+            self.spool.close()
 
 
 def run_recording(
     source: EventSource, syms: Kallsyms, meta: TraceMeta, work: Path, req: RecordRequest
 ) -> tuple[TraceMeta, int]:
     """Drain ``source`` until told to stop, then write the trace at ``req.output``."""
-    rec = Recording(source, syms, meta, work, req.output, req.force)
+    try:
+        rec = Recording(source, syms, meta, work, req.output, req.force)
+    except (OSError, pa.ArrowException) as e:
+        source.close()
+        output.remove_dir(work)
+        raise CollectorError(f"cannot write to {work}: {e}") from e
     try:
         child = subprocess.Popen(req.command) if req.command else None
     except OSError as e:
@@ -268,12 +289,18 @@ def run_recording(
         raise CollectorError(f"cannot run {req.command[0]}: {e.strerror}") from e
     stop = StopFlag(req.duration, child)
     old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(
+        f"lktrace: recording with {meta.extra.get('backend')} ({len(meta.probes)} probes) "
+        f"into {req.output}; Ctrl-C or SIGTERM stops",
+        file=sys.stderr,
+        flush=True,
+    )
     tty = sys.stderr.isatty()
     try:
         rec.drain.run(stop, Status(tty))
-    except BaseException:
+    except BaseException as e:
         rec.close()
-        raise
+        raise _kept(e, work) from e
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -284,7 +311,26 @@ def run_recording(
         extra["stopped_by"] = signal.Signals(stop.signal).name
     if child is not None and child.returncode is not None:
         extra["command_exit"] = str(child.returncode)
-    return rec.finish(extra)
+    try:
+        return rec.finish(extra)
+    except (OSError, pa.ArrowException) as e:
+        raise _kept(e, work) from e
+
+
+def _kept(e: BaseException, work: Path) -> BaseException:
+    """A write failure (disk full, I/O error) or a second interrupt as one line saying
+    where the flushed events are."""
+    if isinstance(e, KeyboardInterrupt):
+        return CollectorError(
+            f"interrupted; what was flushed is in {work}: 'lktrace recover {work}'"
+        )
+    if not isinstance(e, (OSError, pa.ArrowException)):
+        return e
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+    return CollectorError(
+        f"writing the trace failed ({why}); what was flushed is in {work}: "
+        f"'lktrace recover {work}' once there is room"
+    )
 
 
 def finish_spool(spool_dir: Path, out: Path, force: bool) -> tuple[TraceMeta, int]:

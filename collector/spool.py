@@ -75,9 +75,11 @@ class SpoolWriter:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._writer.close()
-        self._sync()
-        self._file.close()
+        try:
+            self._writer.close()
+            self._sync()
+        finally:
+            self._file.close()
 
 
 def read_spool(directory: Path) -> tuple[TraceMeta, Iterator[pa.RecordBatch], dict]:

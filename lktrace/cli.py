@@ -11,7 +11,7 @@ import typer
 
 from lktrace.collector.errors import CollectorError
 from lktrace.console import out
-from lktrace.trace import TraceError, TraceMeta, read_trace
+from lktrace.trace import TraceError, TraceMeta, read_meta, read_trace
 
 app = typer.Typer(
     add_completion=False,
@@ -55,7 +55,7 @@ def analyze(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or dot.")] = "text",
     level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
     max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
-    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 200,
     lock_class: Annotated[
         list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
     ] = None,
@@ -75,8 +75,8 @@ def analyze(
 
     if level not in LEVELS:
         raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
-    if fmt not in ("text", "json"):
-        raise UsageError(f"--format must be text or json, not {fmt!r}")
+    if fmt not in ("text", "json", "dot"):
+        raise UsageError(f"--format must be text, json or dot, not {fmt!r}")
     opts = Options(
         level=level,
         max_depth=max_depth,
@@ -87,7 +87,14 @@ def analyze(
         since_s=since,
         until_s=until,
     )
-    result = run([read_trace(p) for p in expand_traces(traces)], opts)
+    loaded = (read_trace(p) for p in expand_traces(traces))
+    if fmt == "dot":
+        from lktrace.replay.dot import analyze_dot
+
+        text, result = analyze_dot(loaded, opts, drop_tables=True)
+        typer.echo(text, nl=False)
+        raise typer.Exit(1 if result.problems else 0)
+    result = run(loaded, opts, drop_tables=True)
     if fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -115,6 +122,9 @@ def record(
         str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")
     ] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing trace.")] = False,
+    buffer_mb: Annotated[
+        int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")
+    ] = 16,
     command: Annotated[
         list[str] | None, typer.Argument(help="-- COMMAND ...: record while it runs.")
     ] = None,
@@ -129,6 +139,8 @@ def record(
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
+    if not 1 <= buffer_mb <= 4096:
+        raise UsageError("--buffer-mb must be between 1 and 4096")
     req = RecordRequest(
         output=output,
         duration=duration,
@@ -138,6 +150,7 @@ def record(
         comm=comm,
         backend=backend,
         force=force,
+        buffer_mb=buffer_mb,
         command=list(command or []),
         argv=["lktrace", *sys.argv[1:]],
     )
@@ -167,11 +180,146 @@ def _report(path: Path, meta: TraceMeta, rows: int) -> None:
         file=sys.stderr,
     )
     if meta.lost_events:
+        hint = (
+            "; --scope all on a busy machine records more than can be drained: "
+            "narrow it with --pid/--comm, or use --scope pci"
+            if meta.extra.get("scope") == "all"
+            else ""
+        )
         print(
             f"lktrace: warning: {meta.lost_events:,} events were lost (buffer full); "
-            "orderings may be missing",
+            f"orderings may be missing{hint}",
             file=sys.stderr,
         )
+
+
+@app.command()
+def report(
+    traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
+    level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
+    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+) -> None:
+    """Write one self-contained HTML page: header, lock graph, findings with timelines."""
+    from lktrace.replay.analyze import LEVELS, Options
+    from lktrace.replay.report import build_page, render_html, write_html
+
+    if level not in LEVELS:
+        raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
+    traces_in = (read_trace(p) for p in expand_traces(traces))
+    page = build_page(traces_in, Options(level=level, max_depth=max_depth), drop_tables=True)
+    path = write_html(output, render_html(page))
+    a = page.analysis
+    out.print(
+        f"wrote {path} ({path.stat().st_size // 1024} KiB): {len(a.deadlocks)} deadlock(s), "
+        f"{len(a.inversions)} inversion(s), {len(a.anomalies)} anomal(ies)"
+    )
+
+
+@app.command()
+def export(
+    trace: TraceArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+    perfetto: Annotated[
+        bool, typer.Option("--perfetto", help="Chrome JSON trace events (ui.perfetto.dev).")
+    ] = False,
+) -> None:
+    """Convert a trace for another viewer."""
+    if not perfetto:
+        raise UsageError("choose an export format: --perfetto")
+    from lktrace.replay.perfetto import export_perfetto
+
+    n = export_perfetto(read_trace(trace), output, drop_table=True)
+    out.print(f"wrote {output}: {n:,} trace events")
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="The old trace (or a folder of traces).")],
+    new: Annotated[Path, typer.Argument(help="The new trace (or a folder of traces).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or html.")] = "text",
+    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
+    max_listed: Annotated[int, typer.Option(help="Text: entries shown per section (0: all).")] = 50,
+) -> None:
+    """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse)."""
+    from lktrace.replay.analyze import Options
+    from lktrace.replay.diff import compare, sides
+    from lktrace.replay.render_diff import render_diff
+
+    if fmt not in ("text", "json", "html"):
+        raise UsageError(f"--format must be text, json or html, not {fmt!r}")
+    opts = Options(max_depth=max_depth, max_cycles=max_cycles)
+    files = [expand_traces([side]) for side in (old, new)]
+    for p in files[1]:  # a bad new file fails before the old side is analysed
+        read_meta(p)
+    inputs = [(read_trace(p) for p in side) for side in files]
+    a, b = sides(*inputs, opts, drop_tables=True)
+    result = compare(a, b)
+    if fmt == "html":
+        from lktrace.replay.report import Page, diff_lines, render_diff_html
+
+        pages = Page(a.run, a.analysis, str(old)), Page(b.run, b.analysis, str(new))
+        typer.echo(render_diff_html(*pages, diff_lines(result)), nl=False)
+    elif fmt == "json":
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render_diff(result, out, max_listed)
+    raise typer.Exit(1 if result.verdict == "worse" else 0)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str | None, typer.Argument(help="Scenario name; see --list.", show_default=False)
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Trace file to write.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the interleaving.")] = 0,
+    events: Annotated[int | None, typer.Option(help="scale: number of events.")] = None,
+    tasks: Annotated[int | None, typer.Option(help="scale: number of tasks.")] = None,
+    locks: Annotated[int | None, typer.Option(help="scale: number of locks.")] = None,
+    inversions: Annotated[
+        int | None, typer.Option(help="scale: lock pairs also taken in reverse order.")
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
+) -> None:
+    """Write a simulated trace of a kernel scenario (no kernel needed)."""
+    from lktrace.sim import SCENARIOS, SimError
+    from lktrace.sim import simulate as run
+
+    if list_:
+        for s in SCENARIOS.values():
+            out.print(f"[bold]{s.name:20}[/] {s.description}", soft_wrap=True)
+        return
+    if scenario is None or output is None:
+        raise UsageError("simulate needs a SCENARIO and -o FILE (or --list)")
+    given = {"events": events, "tasks": tasks, "locks": locks, "inversions": inversions}
+    params = {k: v for k, v in given.items() if v is not None}
+    try:
+        path = run(scenario, output, seed, **params)
+    except SimError as e:
+        raise UsageError(str(e)) from e
+    out.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[str, typer.Option(help="Simulated scenario; see simulate --list.")] = (
+        "stock-deadlock"
+    ),
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Keep the trace in this file.")
+    ] = None,
+) -> None:
+    """Simulate the SR-IOV AB-BA race and analyse it: the newcomer's first command."""
+    from lktrace.demo import run_demo
+    from lktrace.sim import SCENARIOS
+
+    if scenario not in SCENARIOS or scenario == "scale":
+        raise UsageError(f"unknown demo scenario {scenario!r}; see 'lktrace simulate --list'")
+    run_demo(out, scenario, output)
 
 
 def main() -> None:

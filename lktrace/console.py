@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 

@@ -14,6 +14,7 @@ with one-line errors, metadata and the stack table.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -54,6 +55,17 @@ _NULLABLE = {"stack_id"}
 # Columns whose integers are bit patterns, not quantities: a kernel address
 # written as int64 by a pandas user is negative and must wrap, not fail.
 _BIT_PATTERNS = {"seq", "lock_addr"}
+
+
+_OFFSET = re.compile(r"\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?")
+
+
+def frame_symbol(frame: str) -> str:
+    """A stack frame without its offset (``remove_store+0x1c/0x90`` -> ``remove_store``).
+
+    What stays the same for one call path across kernel builds.
+    """
+    return _OFFSET.sub("", frame).strip()
 
 
 class TraceError(Exception):
@@ -279,7 +291,9 @@ def read_trace(path: str | Path) -> Trace:
         table = pq.read_table(path, columns=present, read_dictionary=string_cols)
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
-    table = conform(table, path)
+    # Each row group brings its own dictionaries; one per column lets
+    # group-bys and joins run across row groups.
+    table = conform(table, path).unify_dictionaries()
     top = pc.max(table["stack_id"]).as_py()
     if top is not None and meta.stacks and top >= len(meta.stacks):
         raise TraceError(

@@ -4,9 +4,9 @@
 // recognition, call-site capture and emission.
 //
 // Macros: NIPS, NAME_LEN (with the struct), STACKS, STACK_DEPTH, STACK_BUCKETS, RINGBUF,
-// RINGBUF_PAGES, FILTER_PID, FILTER_COMM (a string literal, optional), DEV_MUTEX_OFF,
-// DEV_BUS_OFF, DEV_NAME_OFF, BUS_NAME_OFF, PCI_BUS_TYPE (0 when the symbol is unknown:
-// compare the bus name).
+// RINGBUF_PAGES, SELF_PID, FILTER_PID, FILTER_COMM (a string literal, optional),
+// DEV_MUTEX_OFF, DEV_BUS_OFF, DEV_NAME_OFF, BUS_NAME_OFF, PCI_BUS_TYPE (0 when the
+// symbol is unknown: compare the bus name).
 #include <uapi/linux/ptrace.h>
 
 @EVENT_STRUCT@
@@ -59,6 +59,8 @@ static __always_inline void count(int which)
 
 static __always_inline int filtered(u32 tgid)
 {
+    if (tgid == SELF_PID)
+        return 1;  // the recorder's own writes would feed back into the trace
 #if FILTER_PID
     if (tgid != FILTER_PID)
         return 1;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -21,7 +22,7 @@ class Options:
     pid: int | None = None
     comm: str | None = None
     ringbuf: bool = True
-    ringbuf_pages: int = 4096
+    ringbuf_pages: int = 4096  # 16 MiB
     stack_depth: int = 48
     stack_buckets: int = 65536
 
@@ -45,6 +46,7 @@ def cflags(opts: Options, targets: Targets) -> list[str]:
         f"-DRINGBUF_PAGES={opts.ringbuf_pages}",
         f"-DSCOPE_ALL={int(opts.scope_all)}",
         f"-DFILTER_PID={opts.pid or 0}",
+        f"-DSELF_PID={os.getpid()}",
         f"-DPCI_BUS_TYPE={targets.pci_bus_type:#x}ULL",
         f"-DWRAPPED_LOCK_ADDR={targets.wrapped_lock:#x}ULL",
     ]

@@ -149,6 +149,10 @@ DEVICE_MEMBERS = {
 
 #: BPF ring buffer since v5.8; older kernels get a perf buffer.
 RINGBUF_SINCE = (5, 8)
+#: lock:contention_begin/end (include/trace/events/lock.h) since v5.19: the tracepoint
+#: backend; their LCB_F_* flags are spelled out in contention.c.
+CONTENTION_TRACEPOINTS = ("lock:contention_begin", "lock:contention_end")
+CONTENTION_SINCE = "v5.19"
 
 
 @dataclass

@@ -9,7 +9,7 @@ vectorised passes point them to.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lktrace.console import fmt_ns
-from lktrace.replay.cycles import simple_cycles
+from lktrace.replay.cycles import shortest_cycles, simple_cycles
 from lktrace.replay.events import Events, load_events
 from lktrace.replay.findings import (
     ANOMALY_KINDS,
@@ -31,9 +31,9 @@ from lktrace.replay.findings import (
     LockRef,
     Witness,
 )
-from lktrace.replay.graph import Graph, Pairs, build_graph, ordering_pairs
+from lktrace.replay.graph import Graph, Pairs, build_graph, expand_ranges, ordering_pairs
 from lktrace.replay.holds import Replay, pair
-from lktrace.trace import Trace
+from lktrace.trace import Trace, frame_symbol
 
 LEVELS = ("class", "instance", "both")
 
@@ -44,7 +44,7 @@ class Options:
 
     level: str = "both"
     max_depth: int = 2
-    max_cycles: int = 1000
+    max_cycles: int = 200
     classes: set[str] = field(default_factory=set)  # report only findings on these classes
     comms: set[str] = field(default_factory=set)
     tids: set[int] = field(default_factory=set)
@@ -71,28 +71,37 @@ def select(trace: Trace, opts: Options) -> Trace:
     return Trace(trace.path, t.filter(functools.reduce(pc.and_, masks)), trace.meta)
 
 
-def analyze(traces: Sequence[Trace], opts: Options | None = None) -> Analysis:
-    """Analyse one trace, or several as one merged graph."""
+def analyze(
+    traces: Iterable[Trace], opts: Options | None = None, drop_tables: bool = False
+) -> Analysis:
+    """Analyse one trace, or several as one merged graph.
+
+    ``drop_tables`` empties each trace's table once read: with a generator of
+    traces, only one file's table is in memory at a time.
+    """
     opts = opts or Options()
-    run = Run([select(t, opts) for t in traces], opts)
-    return run.analysis()
+    return Run((select(t, opts) for t in traces), opts, drop_tables).analysis()
 
 
 class Run:
     """One analysis: the replayed state and the finders that read it."""
 
-    def __init__(self, traces: list[Trace], opts: Options) -> None:
+    def __init__(self, traces: Iterable[Trace], opts: Options, drop_tables: bool = False) -> None:
         self.opts = opts
-        self.ev: Events = load_events(traces)
-        self.no_releases = [t.path.name for t in traces if t.meta.extra.get("releases") == "no"]
+        self.ev: Events = load_events(traces, drop_tables)
+        self.no_releases = [
+            t.path.name for t in self.ev.traces if t.meta.extra.get("releases") == "no"
+        ]
         self.rp: Replay = pair(self.ev)
-        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds)
+        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds, self.rp.depth_before)
         if self.no_releases:  # held sets are unknown without release events
             self.pairs = Pairs(self.pairs.hold[:0], self.pairs.attempt[:0])
         levels = ("class", "instance") if opts.level == "both" else (opts.level,)
         self.graphs = {lv: build_graph(self.ev, self.rp.holds, self.pairs, lv) for lv in levels}
         self._gates: dict[tuple[str, int], set[int]] = {}
         self.task_file = self.ev.tasks["file"].to_numpy()
+        self._tids = self.ev.tasks["tid"].tolist()
+        self._comms = self.ev.tasks["comm"].tolist()
         self.notes: list[str] = []
 
     # -- building blocks --------------------------------------------------
@@ -106,8 +115,7 @@ class Run:
         return str(self.ev.traces[self.ev.file[pos]].path)
 
     def _task(self, task: int) -> tuple[int, str]:
-        row = self.ev.tasks.iloc[task]
-        return int(row.tid), str(row.comm)
+        return self._tids[task], self._comms[task]
 
     def _lock_ref(self, hold: int) -> LockRef:
         h, ev = self.rp.holds, self.ev
@@ -135,11 +143,7 @@ class Run:
         hold, pos = int(self.pairs.hold[pair_idx]), int(self.pairs.attempt[pair_idx])
         held = self._lock_ref(hold)
         want = self._attempt_ref(pos)
-        node = (
-            (self.rp.holds.cls[hold], self.ev.cls[pos])
-            if graph.level == "class"
-            else (self.rp.holds.inst[hold], self.ev.inst[pos])
-        )
+        node = self._edge_nodes(graph, pair_idx)
         tid, comm = self._task(int(self.ev.task[pos]))
         return Witness(
             src=graph.labels[node[0]],
@@ -165,18 +169,39 @@ class Run:
             occ = graph.edge_occurrences(edge)
             order, sorted_att = self._pairs_by_attempt
             att = self.pairs.attempt[occ]
-            lo = np.searchsorted(sorted_att, att, "left")
-            hi = np.searchsorted(sorted_att, att, "right")
-            count = hi - lo
-            which = np.repeat(np.arange(len(occ)), count)
-            within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-            held = self.rp.holds.inst[self.pairs.hold[order[np.repeat(lo, count) + within]]]
+            which, at = expand_ranges(
+                np.searchsorted(sorted_att, att, "left"), np.searchsorted(sorted_att, att, "right")
+            )
+            held = self.rp.holds.inst[self.pairs.hold[order[at]]]
             own = self.rp.holds.inst[self.pairs.hold[occ]][which]
             other = held != own
             pairs = np.unique(np.c_[which[other], held[other]], axis=0)
             insts, n = np.unique(pairs[:, 1], return_counts=True) if len(pairs) else ([], [])
             self._gates[key] = {int(i) for i, c in zip(insts, n, strict=True) if c == len(occ)}
         return self._gates[key]
+
+    def paths(self, graph: Graph, edge: int, limit: int = 8) -> list[int]:
+        """Occurrences of ``edge`` that took it along different call paths (first of each).
+
+        A path is the symbols of both stacks without offsets, or the two call
+        sites where stacks were not recorded.
+        """
+        occ = graph.edge_occurrences(edge)
+        ev = self.ev
+        att = self.pairs.attempt[occ]
+        origin = self.rp.holds.origin[self.pairs.hold[occ]]
+        held = np.where(origin >= 0, ev.stack[np.maximum(origin, 0)], -1)
+        key = np.c_[ev.file[att], ev.stack[att], held, ev.caller[att]]
+        _, first = np.unique(key, axis=0, return_index=True)
+        found: dict[tuple, int] = {}
+        for i in np.sort(first).tolist():
+            p = int(occ[i])
+            w = self.witness(graph, p)
+            sig = (_symbols(w.held_stack) or (w.held_caller,), _symbols(w.stack) or (w.caller,))
+            found.setdefault(sig, p)
+            if len(found) == limit:
+                break
+        return list(found.values())
 
     # -- finders ----------------------------------------------------------
 
@@ -244,10 +269,16 @@ class Run:
             if e is not None:
                 prefer[e] = p
                 deadlocked_edges.add(e)
-        cycles, cut = simple_cycles(graph.adjacency(), self.opts.max_cycles)
-        if cut:
+        adj, limit = graph.adjacency(), self.opts.max_cycles
+        cycles, cut = simple_cycles(adj, limit)
+        if cut:  # too many to list: the shortest cycle through each edge, rarest edges first
+            rare = np.argsort(graph.count, kind="stable")
+            pairs = zip(graph.src[rare].tolist(), graph.dst[rare].tolist(), strict=True)
+            cycles, cut = shortest_cycles(adj, pairs, limit)
             self.notes.append(
-                f"{graph.level} graph: stopped after {self.opts.max_cycles} cycles (--max-cycles)"
+                f"{graph.level} graph has more than {limit} elementary cycles (--max-cycles): "
+                "showing the shortest cycle through each edge, rarest edges first"
+                + (f", the first {limit}" if cut else "")
             )
         found = []
         for nodes in cycles:
@@ -291,10 +322,15 @@ class Run:
             )
             chosen.append(int(other[0] if len(other) else occ[0]))
         gate = set.intersection(*(self.gates(graph, e) for e in edges))
+        witnesses = [self.witness(graph, p) for p in chosen]
         return Inversion(
             level=graph.level,
             cycle=[graph.labels[n] for n in nodes],
-            edges=[self.witness(graph, p) for p in chosen],
+            edges=witnesses,
+            paths=[
+                [w, *(self.witness(graph, p) for p in self.paths(graph, e) if p != c)]
+                for w, e, c in zip(witnesses, edges, chosen, strict=True)
+            ],
             same_task=len(tasks) == 1,
             tasks=[
                 dict(zip(("tid", "comm"), self._task(t), strict=True))
@@ -467,7 +503,7 @@ class Run:
                 )
         inversions.sort(key=lambda i: (not i.deadlocked, len(i.cycle), i.level, i.cycle))
         return Analysis(
-            traces=[_trace_info(t) for t in ev.traces],
+            traces=[_trace_info(t, span) for t, span in zip(ev.traces, ev.spans, strict=True)],
             summary={
                 "events": len(ev),
                 "tasks": len(ev.tasks),
@@ -483,10 +519,14 @@ class Run:
         )
 
 
-def _trace_info(t: Trace) -> dict:
+def _symbols(frames: list[str]) -> tuple[str, ...]:
+    """Stack frames without their offsets: the same path on another build."""
+    return tuple(frame_symbol(f) for f in frames)
+
+
+def _trace_info(t: Trace, span: tuple[int, int, int]) -> dict:
     m = t.meta
-    ts = t.table["ts_ns"]
-    first, last = (pc.min(ts).as_py(), pc.max(ts).as_py()) if t.num_events else (0, 0)
+    events, first, last = span
     return {
         "file": str(t.path),
         "kernel": m.kernel,
@@ -495,7 +535,7 @@ def _trace_info(t: Trace) -> dict:
         "started_at": m.started_at,
         "duration_ns": m.duration_ns,
         "span_ns": last - first,
-        "events": t.num_events,
+        "events": events,
         "probes": m.probes,
         "lost_events": m.lost_events,
         "command": m.command,

@@ -119,3 +119,50 @@ def _unblock(v: Node, blocked: set[Node], waiting: dict[Node, set[Node]]) -> Non
         if u in blocked:
             blocked.discard(u)
             todo.extend(waiting.pop(u, ()))
+
+
+def shortest_cycles(
+    adj: Mapping[Node, Iterable[Node]], edges: Iterable[tuple[Node, Node]], limit: int
+) -> tuple[list[list[Node]], bool]:
+    """The shortest cycle through each of ``edges`` in turn, without repeats, up to ``limit``.
+
+    For graphs with too many elementary cycles to list: every edge that lies on
+    a cycle still shows up in one, the shortest, found by a breadth-first search.
+    """
+    comp = {v: i for i, c in enumerate(strongly_connected(adj)) for v in c}
+    seen: set[tuple[Node, ...]] = set()
+    out: list[list[Node]] = []
+    for u, v in edges:
+        if u == v or comp.get(u) != comp.get(v):
+            continue
+        back = _bfs_path(adj, v, u, comp)  # v ... u
+        cycle = [u, *back[:-1]]
+        first = cycle.index(min(cycle))
+        key = tuple(cycle[first:] + cycle[:first])
+        if key in seen:
+            continue
+        if len(out) == limit:
+            return out, True
+        seen.add(key)
+        out.append(list(key))
+    return out, False
+
+
+def _bfs_path(
+    adj: Mapping[Node, Iterable[Node]], src: Node, dst: Node, comp: Mapping[Node, int]
+) -> list[Node]:
+    """A shortest path from ``src`` to ``dst`` inside their strongly connected component."""
+    parent: dict[Node, Node] = {src: src}
+    frontier = [src]
+    while dst not in parent:
+        nxt = []
+        for x in frontier:
+            for y in adj.get(x, ()):
+                if y not in parent and comp.get(y) == comp[src]:
+                    parent[y] = x
+                    nxt.append(y)
+        frontier = nxt
+    path = [dst]
+    while path[-1] != src:
+        path.append(parent[path[-1]])
+    return path[::-1]

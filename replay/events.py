@@ -12,7 +12,8 @@ is its hex address) is the address within its file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,18 +36,44 @@ def dictionary_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int32, copy=False), values
 
 
-def _translate(col: pa.ChunkedArray, vocabulary: dict[str, int]) -> np.ndarray:
-    """Codes of ``col`` in a vocabulary shared by several files (grown as needed)."""
-    codes, values = dictionary_codes(col)
-    lookup = np.array([vocabulary.setdefault(v, len(vocabulary)) for v in values], np.int32)
-    return lookup[codes] if len(lookup) else codes
+class Vocabulary(dict):
+    """Codes for strings shared by several files, grown as files are read."""
+
+    def translate(self, col: pa.ChunkedArray) -> np.ndarray:
+        """The codes of a dictionary column's values in this vocabulary."""
+        codes, values = dictionary_codes(col)
+        lookup = np.array([self.setdefault(v, len(self)) for v in values], np.int32)
+        return lookup[codes] if len(lookup) else codes
+
+
+class _Columns:
+    """Hands out a trace's columns one at a time.
+
+    With ``drop``, each column leaves the table as it is taken and the trace
+    keeps none, so the peak stays one column above the arrays being built.
+    """
+
+    def __init__(self, trace: Trace, drop: bool) -> None:
+        self.table = trace.table
+        self.rows = self.table.num_rows
+        self.drop = drop
+        if drop:
+            trace.table = trace.table.slice(0, 0)
+
+    def pop(self, name: str) -> pa.ChunkedArray:
+        col = self.table[name]
+        if self.drop:
+            self.table = self.table.drop_columns([name])
+            pa.default_memory_pool().release_unused()  # hand freed columns back
+        return col
 
 
 @dataclass
 class Events:
     """All events being replayed, as parallel arrays sorted by (task, ts_ns, seq)."""
 
-    traces: list[Trace]
+    traces: list[Trace]  # metadata only: their tables are dropped after loading
+    spans: list[tuple[int, int, int]]  # per trace: events, first and last ts_ns
     file: np.ndarray  # int16: index into traces
     task: np.ndarray  # int32: index into tasks
     ts: np.ndarray  # int64
@@ -70,104 +97,91 @@ class Events:
         """The call stack recorded with event ``i``."""
         return self.traces[self.file[i]].stack(int(self.stack[i]) if self.stack[i] >= 0 else None)
 
-    def task_label(self, task: int) -> str:
-        row = self.tasks.iloc[task]
-        return f"{row.comm}/{row.tid}"
 
+def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
+    """Concatenate ``traces`` into one :class:`Events`, sorted for replay.
 
-def load_events(traces: Sequence[Trace]) -> Events:
-    """Concatenate ``traces`` into one :class:`Events`, sorted for replay."""
-    vocab: dict[str, dict[str, int]] = {"cls": {}, "name": {}, "caller": {}, "event": {}, "api": {}}
-    for e in EVENTS:
-        vocab["event"][e] = len(vocab["event"])
-    parts: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in (
-            "file",
-            "tid",
-            "pid",
-            "ts",
-            "seq",
-            "event",
-            "api",
-            "cls",
-            "name",
-            "caller",
-            "stack",
-            "addr",
-            "comm",
-        )
-    }
-    comms: dict[str, int] = {}
+    The returned ``traces`` keep only metadata.  With ``drop_tables`` each
+    trace's own table is emptied once read, so that with a generator only one
+    file's table is in memory at a time.
+    """
+    cls, names, callers, comms = Vocabulary(), Vocabulary(), Vocabulary(), Vocabulary()
+    named_inst: dict[int, int] = {}  # name code -> instance
+    kept: list[Trace] = []
+    spans: list[tuple[int, int, int]] = []
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    tasks: list[pd.DataFrame] = []
+    n_inst = n_task = 0
     for i, trace in enumerate(traces):
-        t = trace.table
-        parts["file"].append(np.full(t.num_rows, i, np.int16))
-        for col, key in (("tid", "tid"), ("pid", "pid"), ("ts_ns", "ts"), ("seq", "seq")):
-            parts[key].append(t[col].to_numpy())
-        parts["addr"].append(t["lock_addr"].to_numpy())
-        parts["stack"].append(pc.fill_null(t["stack_id"], -1).to_numpy())
-        for col, key in (
-            ("event", "event"),
-            ("api", "api"),
-            ("lock_class", "cls"),
-            ("lock_name", "name"),
-            ("caller", "caller"),
-        ):
-            parts[key].append(_translate(t[col], vocab[key]))
-        parts["comm"].append(_translate(t["comm"], comms))
-    a = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+        kept.append(Trace(trace.path, trace.table.slice(0, 0), trace.meta))
+        cols = _Columns(trace, drop_tables)
+        n = cols.rows
+        ts = cols.pop("ts_ns").to_numpy()
+        spans.append((n, int(ts.min()) if n else 0, int(ts.max()) if n else 0))
+        event_codes, event_values = dictionary_codes(cols.pop("event"))
+        event = np.array([EVENTS.index(v) for v in event_values], np.int8)[event_codes]
+        api_codes, api_values = dictionary_codes(cols.pop("api"))
+        trylock = np.array(["trylock" in v for v in api_values], bool)
+        parts["blocking"].append((event == ATTEMPT) & ~trylock[api_codes] if n else event == 0)
+        parts["event"].append(event)
+        del event_codes, api_codes
 
-    apis = list(vocab["api"])
-    trylock = np.array(["trylock" in api for api in apis], bool)
-    names = list(vocab["name"])
-    anonymous = np.array([n.startswith("0x") for n in names], bool)
+        name = names.translate(cols.pop("lock_name"))
+        named = np.array([not v.startswith("0x") for v in names], bool)[name] if n else name == 0
+        for code in np.unique(name[named]).tolist():
+            if code not in named_inst:
+                named_inst[code] = n_inst
+                n_inst += 1
+        inst = np.empty(n, np.int32)
+        if named.any():
+            lookup = np.zeros(max(named_inst) + 1, np.int32)
+            lookup[list(named_inst)] = list(named_inst.values())
+            inst[named] = lookup[name[named]]
+        anon_codes, anon_addrs = pd.factorize(cols.pop("lock_addr").to_numpy()[~named])
+        inst[~named] = anon_codes + n_inst
+        n_inst += len(anon_addrs)
+        del named, anon_codes
 
-    task_key = (a["file"].astype(np.int64) << 32) | a["tid"].astype(np.uint32)
-    task, task_uniques = pd.factorize(task_key)
-    named = ~anonymous[a["name"]] if len(names) else np.zeros(0, bool)
-    inst_key = np.where(named, a["name"].astype(np.int64), -1)
-    inst = (
-        pd.DataFrame(
-            {"k": inst_key, "f": np.where(named, 0, a["file"]), "a": np.where(named, 0, a["addr"])}
-        )
-        .groupby(["k", "f", "a"], sort=False)
-        .ngroup()
-        .to_numpy(np.int32)
-    )
+        tid_codes, tids = pd.factorize(cols.pop("tid").to_numpy())
+        tasks.append(pd.DataFrame({"file": np.int16(i), "tid": tids.astype(np.int32)}))
+        parts["task"].append((tid_codes + n_task).astype(np.int32))
+        n_task += len(tids)
+        del tid_codes
 
-    order = np.lexsort((a["seq"], a["ts"], task))
-    ev = a["event"][order].astype(np.int8)
-    task = task[order].astype(np.int32)
-    inst = inst[order]
-    name = a["name"][order]
+        parts["file"].append(np.full(n, i, np.int16))
+        parts["ts"].append(ts)
+        parts["seq"].append(cols.pop("seq").to_numpy())
+        parts["inst"].append(inst)
+        parts["name"].append(name)
+        parts["cls"].append(cls.translate(cols.pop("lock_class")))
+        parts["caller"].append(callers.translate(cols.pop("caller")))
+        parts["comm"].append(comms.translate(cols.pop("comm")))
+        parts["pid"].append(cols.pop("pid").to_numpy())
+        parts["stack"].append(pc.fill_null(cols.pop("stack_id"), -1).to_numpy().astype(np.int32))
+        del cols, ts, name, inst
 
-    inst_name = np.zeros(inst.max() + 1 if len(inst) else 0, np.int32)
-    inst_name[inst] = name
-    comm_values = np.array(list(comms), dtype=object)
-    last_of_task = np.flatnonzero(np.r_[task[1:] != task[:-1], True]) if len(task) else []
-    tasks = pd.DataFrame(
-        {
-            "file": (task_uniques >> 32).astype(np.int16),
-            "tid": (task_uniques & 0xFFFFFFFF).astype(np.int64).astype(np.int32),
-        }
-    )
-    tasks["pid"] = a["pid"][order][last_of_task]
-    tasks["comm"] = comm_values[a["comm"][order][last_of_task]] if len(comm_values) else []
+    a = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+    del parts
+    order = np.lexsort((a.pop("seq"), a["ts"], a["task"]))
+    for k in a:  # one array at a time, to keep the peak low
+        a[k] = a[k][order]
+    del order
+
+    task = a["task"]
+    last = np.flatnonzero(np.r_[task[1:] != task[:-1], True]) if len(task) else []
+    table = pd.concat(tasks, ignore_index=True) if tasks else pd.DataFrame({"file": [], "tid": []})
+    table["pid"] = a.pop("pid")[last]
+    comm = a.pop("comm")[last]
+    table["comm"] = np.array(list(comms), dtype=object)[comm] if len(comm) else []
+    inst_name = np.zeros(n_inst, np.int32)
+    inst_name[a["inst"]] = a["name"]
     return Events(
-        traces=list(traces),
-        file=a["file"][order],
-        task=task,
-        ts=a["ts"][order].astype(np.int64),
-        event=ev,
-        blocking=(ev == ATTEMPT) & ~trylock[a["api"][order]] if len(apis) else ev == ATTEMPT,
-        inst=inst,
-        cls=a["cls"][order],
-        name=name,
-        caller=a["caller"][order],
-        stack=a["stack"][order].astype(np.int32),
-        classes=list(vocab["cls"]),
-        names=names,
-        callers=list(vocab["caller"]),
-        tasks=tasks,
+        traces=kept,
+        spans=spans,
+        classes=list(cls),
+        names=list(names),
+        callers=list(callers),
+        tasks=table,
         inst_name=inst_name,
+        **a,
     )

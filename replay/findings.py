@@ -59,12 +59,15 @@ class Inversion:
     edges: list[Witness]
     same_task: bool  # every occurrence of every edge came from one task
     tasks: list[dict[str, Any]]  # every task that took one of the edges
+    #: per edge, one witness per distinct call path (the first is ``edges[i]``)
+    paths: list[list[Witness]] = field(default_factory=list)
     deadlocked: bool = False  # a deadlock in the trace closed this cycle
     gate: str | None = None  # a lock held on every occurrence of every edge
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["edges"] = [w.to_dict() for w in self.edges]
+        d["paths"] = [[w.to_dict() for w in ws] for ws in self.paths]
         if self.gate is None:
             del d["gate"]
         return d

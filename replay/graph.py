@@ -29,17 +29,29 @@ class Pairs:
     attempt: np.ndarray
 
 
-def ordering_pairs(ev: Events, holds: Holds) -> Pairs:
-    """Every (held lock, blocking attempt) pair of the same task, other locks only."""
-    attempts = np.flatnonzero(ev.blocking)
-    lo = np.searchsorted(attempts, holds.start, "right")
-    hi = np.searchsorted(attempts, holds.end, "left")
-    count = np.maximum(hi - lo, 0)
-    hold = np.repeat(np.arange(len(count)), count)
-    within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    attempt = attempts[np.repeat(lo, count) + within]
+def ordering_pairs(ev: Events, holds: Holds, depth_before: np.ndarray) -> Pairs:
+    """Every (held lock, blocking attempt) pair of the same task, other locks only.
+
+    An attempt on a lock the task already holds (``depth_before`` > 0) pairs
+    with nothing: it is reentrancy, not ordering, even with other locks taken
+    in between.
+    """
+    attempts = np.flatnonzero(ev.blocking & (depth_before == 0))
+    hold, at = expand_ranges(
+        np.searchsorted(attempts, holds.start, "right"),
+        np.searchsorted(attempts, holds.end, "left"),
+    )
+    attempt = attempts[at]
     keep = ev.inst[attempt] != holds.inst[hold]
     return Pairs(hold[keep], attempt[keep])
+
+
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with ``lo[i] <= j < hi[i]``, without a Python loop."""
+    count = np.maximum(hi - lo, 0)
+    owner = np.repeat(np.arange(len(count)), count)
+    within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    return owner, np.repeat(lo, count) + within
 
 
 @dataclass

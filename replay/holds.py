@@ -51,54 +51,78 @@ class Replay:
 
 
 def pair(ev: Events) -> Replay:
-    """Replay ``ev`` into hold intervals and the unmatched events."""
+    """Replay ``ev`` into hold intervals and the unmatched events.
+
+    Works on a copy of the events in (task, lock, time) order: positions in
+    that order are "group" positions, ``g_order`` maps them back.  Full-length
+    temporaries are narrow and freed early; 10 M events stay well under 2 GB.
+    """
     n = len(ev)
-    n_inst = int(ev.inst.max()) + 1 if n else 1
+    n_inst = max(len(ev.inst_name), 1)
     g_order = np.argsort(ev.task.astype(np.int64) * n_inst + ev.inst, kind="stable")
-    gkey = ev.task[g_order].astype(np.int64) * n_inst + ev.inst[g_order]
-    gstart = np.r_[True, gkey[1:] != gkey[:-1]] if n else np.zeros(0, bool)
-    gid = np.cumsum(gstart) - 1
+    g_order = g_order.astype(np.int32)
+    same = np.zeros(n, bool)  # same task and lock as the event before
+    same[1:] = True
+    for key in (ev.task, ev.inst):
+        k = key[g_order]
+        same[1:] &= k[1:] == k[:-1]
+    gstart = ~same
+    del same, k
+    gid = np.cumsum(gstart, dtype=np.int32) - 1
     e = ev.event[g_order]
 
-    x = (e == ACQUIRED).astype(np.int64) - (e == RELEASED)
-    run = np.cumsum(x)
+    x = (e == ACQUIRED).astype(np.int8) - (e == RELEASED)
+    run = np.cumsum(x, dtype=np.int32)
     run -= (run - x)[gstart][gid]  # running count within the group
-    big = 2 * (n + 1)  # keeps each group's minimum from leaking into the next
-    low = np.minimum(np.minimum.accumulate(run - gid * big) + gid * big, 0)
-    depth = run - low
-    low_before = np.where(gstart, 0, np.r_[0, low[:-1]])
-    excess = (x == -1) & (low < low_before)
+    # Per-group running minimum, floored at zero: shifting each group far
+    # below the previous one keeps a group's minimum from leaking into the next.
+    low = gid.astype(np.int64) * (2 * (n + 1))
+    low = np.subtract(run, low, out=low)
+    np.minimum.accumulate(low, out=low)
+    low += gid.astype(np.int64) * (2 * (n + 1))
+    low = np.minimum(low, 0).astype(np.int32)
+    depth = run - low  # the task's depth on the lock after each event
+    del run
+    low_before = np.empty_like(low)
+    low_before[1:] = low[:-1]
+    low_before[gstart] = 0
+    excess = (x == -1) & (low < low_before)  # took the floor lower: not held
+    del low, low_before
     matched = (x == -1) & ~excess
-    depth_before = np.empty(n, np.int64)
+    depth_before = np.empty(n, np.int32)
     depth_before[g_order] = depth - np.where(excess, 0, x)  # excess: no change
 
     # A matched release closes the open acquisition at its level, bracket-style.
     acq = np.flatnonzero(x == 1)
     rel = np.flatnonzero(matched)
+    del x, matched
     both = np.r_[acq, rel]
     level = np.r_[depth[acq], depth[rel] + 1]
     srt = np.lexsort((both, level, gid[both]))
     both, level = both[srt], level[srt]
     is_acq = np.r_[np.ones(len(acq), bool), np.zeros(len(rel), bool)][srt]
+    del acq, rel, srt
     nxt_same = np.r_[(gid[both[1:]] == gid[both[:-1]]) & (level[1:] == level[:-1]), False]
     closes = is_acq & nxt_same & np.r_[~is_acq[1:], False]
     a_idx = both[is_acq]
     r_idx = np.where(closes[is_acq], np.r_[both[1:], 0][is_acq], -1)
+    del both, level, is_acq, nxt_same, closes, gid
 
     # The attempt just before an acquisition (same task and lock) says where it was asked for.
-    prev_attempt = np.r_[False, (e[:-1] == ATTEMPT) & ~gstart[1:]][a_idx] if n else a_idx
-    ask = np.where(prev_attempt, a_idx - 1, a_idx)
-    ts = ev.ts[g_order]
-    stack = ev.stack[g_order]
-    origin = np.where(stack[a_idx] >= 0, g_order[a_idx], g_order[ask])
+    asked = (a_idx > 0) & ~gstart[a_idx]
+    asked[asked] = e[a_idx[asked] - 1] == ATTEMPT
+    pos_a = g_order[a_idx]
+    pos_ask = g_order[np.where(asked, a_idx - 1, a_idx)]
+    origin = np.where(ev.stack[pos_a] >= 0, pos_a, pos_ask)
+    held = r_idx >= 0
+    pos_r = g_order[np.maximum(r_idx, 0)]
+    acq_depth = depth[a_idx]
+    del depth, a_idx, r_idx, asked
 
     task_last = _task_last(ev)
     file_end_ts = _file_end(ev)
-    pos_a = g_order[a_idx]
-    held = r_idx >= 0
     tsk = ev.task[pos_a]
-    end = np.where(held, g_order[np.maximum(r_idx, 0)], task_last[tsk] + 1)
-    fend = file_end_ts[ev.file[pos_a]]
+    end = np.where(held, pos_r, task_last[tsk] + 1)
 
     # Locks released before any acquisition of them in the trace were held when it began.
     exc_pos = np.sort(g_order[excess])
@@ -115,12 +139,12 @@ def pair(ev: Events) -> Replay:
         start=np.r_[pos_a, task_first[ev.task[pre]] - 1],
         end=np.r_[end, pre],
         released=np.r_[held, np.ones(len(pre), bool)],
-        attempt_ts=np.r_[ts[ask], ev.ts[pre]],
-        acquired_ts=np.r_[ts[a_idx], ev.ts[pre]],
-        released_ts=np.r_[np.where(held, ts[np.maximum(r_idx, 0)], fend), ev.ts[pre]],
-        depth=np.r_[depth[a_idx], np.ones(len(pre), np.int64)],
+        attempt_ts=np.r_[ev.ts[pos_ask], ev.ts[pre]],
+        acquired_ts=np.r_[ev.ts[pos_a], ev.ts[pre]],
+        released_ts=np.r_[np.where(held, ev.ts[pos_r], file_end_ts[ev.file[pos_a]]), ev.ts[pre]],
+        depth=np.r_[acq_depth, np.ones(len(pre), np.int32)],
         origin=np.r_[origin, np.full(len(pre), -1)],
-        before_start=np.r_[np.zeros(len(a_idx), bool), np.ones(len(pre), bool)],
+        before_start=np.r_[np.zeros(len(pos_a), bool), np.ones(len(pre), bool)],
     )
 
     # A blocking attempt never granted, and the task's last event: it is still waiting.
@@ -145,7 +169,7 @@ def _file_end(ev: Events) -> np.ndarray:
 
 def _first_release(ev: Events, positions: np.ndarray) -> np.ndarray:
     """Whether each excess release is its task's first on that lock."""
-    key = ev.task[positions].astype(np.int64) * (int(ev.inst.max()) + 1) + ev.inst[positions]
+    key = ev.task[positions].astype(np.int64) * len(ev.inst_name) + ev.inst[positions]
     _, first = np.unique(key, return_index=True)
     out = np.zeros(len(positions), bool)
     out[first] = True

@@ -16,7 +16,7 @@ def stamp(ts_ns: int) -> str:
     return f"{ts_ns / 1e9:.6f}"
 
 
-def _stack(console: Console, title: str, frames: list[str], indent: str = "    ") -> None:
+def print_stack(console: Console, title: str, frames: list[str], indent: str = "    ") -> None:
     console.print(f"{indent}{escape(title)}")
     if not frames:
         console.print(f"{indent}  [dim](no stack recorded)[/]")
@@ -73,19 +73,19 @@ def _deadlock(console: Console, n: int, d: Deadlock) -> None:
         w = t.waits_for
         console.print(
             f"  [bold]{escape(t.comm)}/{t.tid}[/] waits since {stamp(w.since_ns)} for "
-            f"[bold]{escape(_lock(w.lock_class, w.lock_name))}[/] at {escape(w.caller)}, "
+            f"[bold]{escape(lock_label(w.lock_class, w.lock_name))}[/] at {escape(w.caller)}, "
             f"held by tid {t.waits_on_tid}"
         )
         for h in t.holds:
             console.print(
-                f"    holds {escape(_lock(h.lock_class, h.lock_name))} since "
+                f"    holds {escape(lock_label(h.lock_class, h.lock_name))} since "
                 f"{stamp(h.since_ns)}, taken at {escape(h.caller)}"
             )
     for t in d.tasks:
-        _stack(console, f"{t.comm}/{t.tid} is waiting at:", t.waits_for.stack, "  ")
+        print_stack(console, f"{t.comm}/{t.tid} is waiting at:", t.waits_for.stack, "  ")
 
 
-def _lock(lock_class: str, lock_name: str) -> str:
+def lock_label(lock_class: str, lock_name: str) -> str:
     return lock_class if lock_class == lock_name else f"{lock_class} {lock_name}"
 
 
@@ -106,19 +106,29 @@ def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> N
     console.print(f"  tasks: {escape(tasks)}")
     if len(inv.edges) == 2:
         _scenario(console, inv.edges)
-    for w in inv.edges:
-        _witness(console, w, several)
+    for i, w in enumerate(inv.edges):
+        print_witness(console, w, several)
+        others = inv.paths[i][1:] if i < len(inv.paths) else []
+        if others:
+            console.print("    the same edge on other paths:")
+        for o in others:
+            console.print(
+                f"      {escape(o.comm)}/{o.tid}: {escape(o.src_name)} at {escape(o.held_caller)}"
+                f", then {escape(o.dst_name)} at {escape(o.caller)}"
+            )
+
+
+def scenario_rows(edges: list[Witness]) -> list[tuple[str, str]]:
+    """Lockdep's "possible unsafe locking scenario" for an AB-BA pair: (CPU0, CPU1) lines."""
+    first, second = edges
+    a = f"lock({lock_label(first.src_class, first.src_name)});"
+    b = f"lock({lock_label(second.src_class, second.src_name)});"
+    return [(a, ""), ("", b), ("", a), (b, "")]
 
 
 def _scenario(console: Console, edges: list[Witness]) -> None:
-    """Lockdep's "possible unsafe locking scenario" for an AB-BA pair."""
     first, second = edges
-    lines = [
-        (f"lock({_lock(first.src_class, first.src_name)});", ""),
-        ("", f"lock({_lock(second.src_class, second.src_name)});"),
-        ("", f"lock({_lock(first.src_class, first.src_name)});"),
-        (f"lock({_lock(second.src_class, second.src_name)});", ""),
-    ]
+    lines = scenario_rows(edges)
     console.print("\n  Possible unsafe locking scenario:\n")
     console.print(f"        {'CPU0':<{COLUMN}}CPU1")
     console.print(f"        {'----':<{COLUMN}}----")
@@ -132,20 +142,22 @@ def _scenario(console: Console, edges: list[Witness]) -> None:
     )
 
 
-def _witness(console: Console, w: Witness, several: bool) -> None:
+def print_witness(console: Console, w: Witness, several: bool) -> None:
     console.print(
         f"\n  [bold]{escape(w.src)} -> {escape(w.dst)}[/]: {escape(w.comm)}/{w.tid} at "
         f"{stamp(w.ts_ns)}" + (f" [dim]({escape(w.file)})[/]" if several else "")
     )
-    _stack(console, f"attempted {_lock(w.dst_class, w.dst_name)} at:", w.stack)
-    _stack(console, f"while holding {_lock(w.src_class, w.src_name)}, taken at:", w.held_stack)
+    print_stack(console, f"attempted {lock_label(w.dst_class, w.dst_name)} at:", w.stack)
+    print_stack(
+        console, f"while holding {lock_label(w.src_class, w.src_name)}, taken at:", w.held_stack
+    )
 
 
 def _anomaly(console: Console, an: Anomaly) -> None:
     style = "bold red" if an.kind in ERROR_KINDS else "bold yellow"
     console.print(
         f"\n[{style}]{an.kind.upper()}[/]: {escape(an.comm)}/{an.tid} on "
-        f"[bold]{escape(_lock(an.lock_class, an.lock_name))}[/] at {stamp(an.ts_ns)}: "
+        f"[bold]{escape(lock_label(an.lock_class, an.lock_name))}[/] at {stamp(an.ts_ns)}: "
         f"{escape(an.detail)}"
     )
-    _stack(console, "at:", an.stack)
+    print_stack(console, "at:", an.stack)

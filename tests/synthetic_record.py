@@ -11,8 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from lktrace.collector.errors import CollectorError
 from lktrace.collector.record import RecordRequest, prepare_output, run_recording, start_meta
 from lktrace.collector.synthetic import SyntheticSource, kallsyms
+from lktrace.trace import TraceError
 
 
 def main() -> None:
@@ -44,4 +46,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CollectorError, TraceError) as e:  # as lktrace's own main() reports them
+        print(f"lktrace: {e}", file=sys.stderr)
+        sys.exit(2)

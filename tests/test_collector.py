@@ -371,3 +371,46 @@ def test_reading_traces_never_imports_bcc(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "100" in done.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_is_one_line_and_keeps_the_spool(tmp_path):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = disk / "t.parquet"
+        proc = run_script(out, "--chunk", "20000", "--delay", "0")
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 2, stderr
+        line = stderr.splitlines()[-1]
+        assert line.startswith("lktrace: writing the trace failed (No space left on device)")
+        assert f"'lktrace recover {spool_path(out)}'" in line
+        assert spool_path(out).is_dir() and not out.exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_second_signal_gives_up_and_keeps_the_spool(tmp_path):
+    out = tmp_path / "t.parquet"
+    # a source so slow to poll that the first SIGTERM is still pending when the second comes
+    proc = run_script(out, "--delay", "2")
+    assert "Ctrl-C or SIGTERM stops" in proc.stderr.readline()  # the handlers are in
+    time.sleep(0.3)
+    proc.terminate()
+    time.sleep(0.2)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 2, stderr
+    assert stderr.splitlines()[-1].startswith("lktrace: interrupted; what was flushed is in ")
+    assert spool_path(out).is_dir() and not out.exists()
+
+
+def test_buffer_size_is_a_power_of_two_pages():
+    from lktrace.collector.record import buffer_pages
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    for mb in (1, 3, 16, 100):
+        pages = buffer_pages(mb)
+        assert pages & (pages - 1) == 0 and pages * page >= mb << 20 > pages * page // 2
