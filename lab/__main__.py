@@ -25,9 +25,7 @@ def cmd_build(args: argparse.Namespace) -> None:
 def cmd_smoke(args: argparse.Namespace) -> None:
     lab = build.build(kernels.resolve(args.kernel))
     out, result = vm.run_job(lab, "smoke", {"kind": "smoke", "record": False})
-    print(
-        (out / "smoke.json").read_text() if result["rc"] == 0 else (out / "smoke.log").read_text()
-    )
+    print((out / ("smoke.json" if result["rc"] == 0 else "smoke.log")).read_text())
     if result["rc"] != 0:
         raise LabError(f"kprobe smoke test failed on {lab.kernel.abi}")
 
@@ -116,4 +114,5 @@ def main() -> None:
         sys.exit(1)
 
 
-main()
+if __name__ == "__main__":
+    main()
