@@ -25,9 +25,7 @@ def cmd_build(args: argparse.Namespace) -> None:
 def cmd_smoke(args: argparse.Namespace) -> None:
     lab = build.build(kernels.resolve(args.kernel))
     out, result = vm.run_job(lab, "smoke", {"kind": "smoke", "record": False})
-    print(
-        (out / "smoke.json").read_text() if result["rc"] == 0 else (out / "smoke.log").read_text()
-    )
+    print((out / ("smoke.json" if result["rc"] == 0 else "smoke.log")).read_text())
     if result["rc"] != 0:
         raise LabError(f"kprobe smoke test failed on {lab.kernel.abi}")
 
@@ -76,8 +74,9 @@ def cmd_overhead(args: argparse.Namespace) -> None:
     _, result = vm.run_job(lab, "overhead", job, timeout=3600)
     if "error" in result:
         raise LabError(f"overhead run failed: {result['error']}")
-    best = {k: min(r["seconds"] for r in v) for k, v in result["runs"].items()}
-    result["ratio"] = {k: round(t / best["bare"], 2) for k, t in best.items()}
+    for measure in ("seconds", "cpu_seconds"):
+        best = {k: min(r[measure] for r in v) for k, v in result["runs"].items()}
+        result[f"ratio_{measure}"] = {k: round(t / best["bare"], 2) for k, t in best.items()}
     print(json.dumps(result, indent=1))
 
 
@@ -115,4 +114,5 @@ def main() -> None:
         sys.exit(1)
 
 
-main()
+if __name__ == "__main__":
+    main()

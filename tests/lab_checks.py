@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from lktrace.trace import read_trace
 
@@ -105,3 +106,27 @@ def assert_analyze_predicted(path: Path) -> None:
     assert by_instance and not any(inv["deadlocked"] for inv in by_instance)
     witnesses = {(e["comm"], e["from_class"], e["to_class"]) for e in by_instance[0]["edges"]}
     assert ("rp-remove", "pci_rescan_remove_lock", "device_lock") in witnesses, witnesses
+
+
+def assert_diff_same_deadlock(old: Path, new: Path) -> None:
+    """``lktrace diff`` of two kernels' deadlock traces: the same inversion, deadlocked in both.
+
+    Their edges differ only where kernel functions were renamed or split (mutex classes
+    are named for the caller), so the verdict is ``same``.
+    """
+    lktrace = [sys.executable, "-m", "lktrace"]
+    if subprocess.run([*lktrace, "diff", "--help"], capture_output=True).returncode != 0:
+        pytest.skip("lktrace diff is not in this checkout")
+    proc = subprocess.run(
+        [*lktrace, "diff", "--format", "json", str(old), str(new)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "same"
+    assert report["inversions_fixed"] == report["inversions_introduced"] == []
+    remaining = [
+        inv
+        for inv in report["inversions_remaining"]
+        if inv["level"] == "class" and set(inv["cycle"]) == INVERSION
+    ]
+    assert remaining and remaining[0]["deadlocked_old"] and remaining[0]["deadlocked_new"]

@@ -15,6 +15,7 @@ from lab_checks import (
     assert_analyze_deadlock,
     assert_analyze_predicted,
     assert_deadlock_trace,
+    assert_diff_same_deadlock,
     assert_sequential_trace,
 )
 
@@ -52,3 +53,8 @@ def test_analyze_reports_the_real_deadlock(kernel_dir: Path) -> None:
 
 def test_analyze_predicts_the_inversion_from_the_sequential_run(kernel_dir: Path) -> None:
     assert_analyze_predicted(kernel_dir / f"{SEQUENTIAL}.parquet")
+
+
+def test_diff_between_the_kernels_keeps_the_deadlock() -> None:
+    old, new = (d / f"{DEADLOCK}.parquet" for d in KERNEL_DIRS[:2])
+    assert_diff_same_deadlock(old, new)

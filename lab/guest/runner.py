@@ -19,11 +19,11 @@ from pathlib import Path
 SHARE = Path("/share")
 OUT = SHARE / "out"
 LKTRACE = "/usr/local/bin/lktrace"
-#: How long the recorder gets to flush after each stop signal.
 #: The scenarios' lib.sh creates this when a scenario starts.
 STARTED = Path("/run/lab-scenario-started")
 #: How long a recorder may take to start (import, BCC compile, attach) under TCG.
 STARTUP_LIMIT = 600.0
+#: The signals that stop a command past its timeout, each with the time it gets to exit.
 STOP_SIGNALS = ((signal.SIGINT, 120.0), (signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0))
 
 
@@ -139,12 +139,14 @@ def overhead(job: dict) -> dict:
             res = run_bounded(cmd, log_path, 600)
             if res["rc"] != 0 or not timing.exists():
                 return {"error": f"{label}: exit {res['rc']}, see {log_path.name}", "runs": runs}
-            wrote = re.search(r"(\d+) events.*?(\d+) lost", log_path.read_text())
+            wrote = re.search(r"([\d,]+) events.*?([\d,]+) lost", log_path.read_text())
+            wall, user, system = map(float, timing.read_text().split())
             runs[label].append(
                 {
-                    "seconds": int(timing.read_text()) / 1e9,
-                    "events": int(wrote[1]) if wrote else None,
-                    "lost": int(wrote[2]) if wrote else None,
+                    "seconds": wall,
+                    "cpu_seconds": round(user + system, 3),
+                    "events": int(wrote[1].replace(",", "")) if wrote else None,
+                    "lost": int(wrote[2].replace(",", "")) if wrote else None,
                 }
             )
             timing.unlink()
