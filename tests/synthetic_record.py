@@ -24,7 +24,8 @@ def main() -> None:
     ap.add_argument("--total", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=1000)
     ap.add_argument("--lost-per-poll", type=int, default=0)
-    ap.add_argument("--duration", type=float, default=None)
+    # bounded even if nobody stops it: a test that fails must not record forever
+    ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("command", nargs="*")
     args = ap.parse_args()

@@ -191,14 +191,30 @@ def test_lost_events_reach_the_metadata(tmp_path):
     assert read_trace(out).meta.lost_events == 30 == meta.lost_events
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_recorder_outlives_its_test():
+    """A recorder left running by a failed test would spool until the disk is full."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def run_script(out: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(out), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def wait_recording(proc: subprocess.Popen, out: Path, events: int = 1) -> None:
