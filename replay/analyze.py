@@ -94,9 +94,11 @@ class Run:
             t.path.name for t in self.ev.traces if t.meta.extra.get("releases") == "no"
         ]
         self.rp: Replay = pair(self.ev)
-        self.pairs: Pairs = ordering_pairs(self.ev, self.rp.holds, self.rp.depth_before)
-        if self.no_releases:  # held sets are unknown without release events
-            self.pairs = Pairs(self.pairs.hold[:0], self.pairs.attempt[:0])
+        if self.no_releases:  # held sets and depths are unknown without release events
+            none = np.zeros(0, np.int64)
+            self.pairs: Pairs = Pairs(none, none)
+        else:
+            self.pairs = ordering_pairs(self.ev, self.rp.holds, self.rp.depth_before)
         levels = ("class", "instance") if opts.level == "both" else (opts.level,)
         with ThreadPoolExecutor(len(levels)) as pool:  # numpy sorts release the GIL
             built = {
@@ -315,12 +317,13 @@ class Run:
     ) -> Inversion:
         chosen: list[int] = []
         tasks: set[int] = set()
-        for e in edges:
+        chain = self._instance_chain(graph, edges) if graph.level == "class" else None
+        for i, e in enumerate(edges):
             occ = graph.edge_occurrences(e)
             occ_tasks = self.ev.task[self.pairs.attempt[occ]]
             tasks.update(np.unique(occ_tasks).tolist())
-            if e in prefer:
-                chosen.append(prefer[e])
+            if e in prefer or chain:
+                chosen.append(prefer.get(e, chain[i] if chain else -1))
                 continue
             # prefer a task other than the previous witness's, as two CPUs would be
             other = (
@@ -338,6 +341,7 @@ class Run:
                 for w, e, c in zip(witnesses, edges, chosen, strict=True)
             ],
             same_task=len(tasks) == 1,
+            same_instances=graph.level == "instance" or chain is not None,
             tasks=[
                 dict(zip(("tid", "comm"), self._task(t), strict=True))
                 for t in sorted(tasks, key=lambda t: (self.task_file[t], self._task(t)))
@@ -346,11 +350,38 @@ class Run:
             gate=", ".join(sorted(self.ev.names[self.ev.inst_name[g]] for g in gate)) or None,
         )
 
+    def _instance_chain(self, graph: Graph, edges: list[int], cap: int = 100_000) -> list | None:
+        """For a class cycle, one occurrence per edge such that the instances close a cycle too.
+
+        Lock A's class then B's, B's then A's, on the very same two locks is the
+        inversion to show; ``None`` when no such chain exists (or the search
+        grows past ``cap`` rows).
+        """
+        chain = None
+        for i, e in enumerate(edges):
+            occ = graph.edge_occurrences(e)
+            step = pd.DataFrame(
+                {
+                    f"i{i}": self.rp.holds.inst[self.pairs.hold[occ]],
+                    f"i{i + 1}": self.ev.inst[self.pairs.attempt[occ]],
+                    f"p{i}": occ,
+                }
+            ).drop_duplicates([f"i{i}", f"i{i + 1}"])  # the first (earliest) of each pair
+            chain = step if chain is None else chain.merge(step, on=f"i{i}")
+            if len(chain) > cap or chain.empty:
+                return None
+        closed = chain[chain["i0"] == chain[f"i{len(edges)}"]]
+        if closed.empty:
+            return None
+        row = closed.iloc[0]
+        return [int(row[f"p{i}"]) for i in range(len(edges))]
+
     def anomalies(self, blocked_tasks: set[int]) -> list[Anomaly]:
         """Reentrancy, depth and balance problems, most severe first."""
+        if self.no_releases:  # without releases every acquisition looks nested and held
+            return []
         found = self._self_deadlocks() + self._reentrancy() + self._excess_releases()
-        if not self.no_releases:
-            found += self._held_at_end(blocked_tasks)
+        found += self._held_at_end(blocked_tasks)
         rank = {k: i for i, k in enumerate(ANOMALY_KINDS)}
         return sorted(found, key=lambda a: (rank[a.kind], a.ts_ns))
 

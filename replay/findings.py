@@ -58,6 +58,7 @@ class Inversion:
     cycle: list[str]
     edges: list[Witness]
     same_task: bool  # every occurrence of every edge came from one task
+    same_instances: bool  # the witnesses close the cycle on the very same locks
     tasks: list[dict[str, Any]]  # every task that took one of the edges
     #: per edge, one witness per distinct call path (the first is ``edges[i]``)
     paths: list[list[Witness]] = field(default_factory=list)

@@ -95,6 +95,8 @@ def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> N
         tags.append("[red]deadlocked[/]")
     if inv.same_task:
         tags.append("one task only")
+    if not inv.same_instances:
+        tags.append("seen only across different instances")
     arrow = " -> ".join(escape(c) for c in [*inv.cycle, inv.cycle[0]])
     style = "bold green" if inv.gate else "bold red"
     console.print(f"\n[{style}]{title}[/]: {arrow}  ({', '.join(tags)})")

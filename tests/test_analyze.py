@@ -273,3 +273,14 @@ def test_reentry_under_another_lock_adds_no_edge(make_trace):
 def test_empty_trace(make_trace):
     result = run(make_trace, [])
     assert result.problems == 0 and result.summary["events"] == 0
+
+
+def test_trace_without_releases_is_bounded(make_trace):
+    # the tracepoint backend: contended acquisitions only, never a release
+    rows = []
+    for _ in range(300):
+        rows += locked(1, "A") + locked(1, "B") + locked(2, "B") + locked(2, "A")
+    result = analyze([read_trace(make_trace(rows, extra={"releases": "no"}))])
+    assert result.summary["edges"] == 0
+    assert not result.inversions and not result.anomalies
+    assert any("no release events" in n for n in result.notes)
