@@ -312,11 +312,17 @@ def demo(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Keep the trace in this file.")
     ] = None,
+    real: Annotated[
+        bool, typer.Option("--real", help="Show a deadlock recorded on a real kernel instead.")
+    ] = False,
 ) -> None:
     """Simulate the SR-IOV AB-BA race and analyse it: the newcomer's first command."""
-    from lktrace.demo import run_demo
+    from lktrace.demo import run_demo, run_real_demo
     from lktrace.sim import SCENARIOS
 
+    if real:
+        run_real_demo(out)
+        return
     if scenario not in SCENARIOS or scenario == "scale":
         raise UsageError(f"unknown demo scenario {scenario!r}; see 'lktrace simulate --list'")
     run_demo(out, scenario, output)

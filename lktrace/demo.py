@@ -34,6 +34,23 @@ patched -o fixed.parquet`, `lktrace diff stock/ fixed.parquet` shows what the fi
 """
 
 
+REAL_TRACE = Path(__file__).parent / "data" / "real-6.12-rootport-remove-vs-numvfs.parquet"
+
+REAL_INTRO = """\
+[bold]lktrace demo --real[/]: a trace `lktrace record` took on a real kernel
+(Debian 6.12.117, in the project's QEMU lab, see lab/): the PCIe root port's
+`remove` and the PF's `sriov_numvfs` = 0, 0.3 s apart, hung for good in an
+AB-BA deadlock on `pci_rescan_remove_lock` and the PF's `device_lock`.
+Here is `lktrace analyze` on it:
+"""
+
+
+def run_real_demo(console: Console) -> None:
+    """Analyse the real-kernel deadlock trace shipped with lktrace."""
+    console.print(REAL_INTRO)
+    render(analyze([read_trace(REAL_TRACE)]), console)
+
+
 def run_demo(
     console: Console, scenario: str = "stock-deadlock", output: Path | None = None
 ) -> None:

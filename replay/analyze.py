@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lktrace.console import fmt_ns
 from lktrace.replay.cycles import shortest_cycles, simple_cycles
-from lktrace.replay.events import Events, load_events
+from lktrace.replay.events import RELEASED, Events, load_events
 from lktrace.replay.findings import (
     ANOMALY_KINDS,
     Analysis,
@@ -545,7 +545,8 @@ class Run:
                 "events": len(ev),
                 "tasks": len(ev.tasks),
                 "locks": len(ev.inst_name),
-                "classes": len(ev.classes),
+                # a release's class names its unlock site: count the classes locks were taken as
+                "classes": len(np.unique(ev.cls[ev.event != RELEASED])),
                 "edges": len(self.graphs.get("class", next(iter(self.graphs.values())))),
             },
             notes=self.notes,

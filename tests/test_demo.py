@@ -31,3 +31,10 @@ def test_demo_other_scenario_and_bad_one():
     assert proc.returncode == 0 and "REENTRANT" in proc.stdout
     bad = demo("--scenario", "nope")
     assert bad.returncode == 2 and bad.stderr.startswith("lktrace: unknown demo scenario")
+
+
+def test_demo_real_shows_the_recorded_deadlock():
+    proc = demo("--real")
+    assert proc.returncode == 0, proc.stderr
+    assert "6.12.117" in proc.stdout and "DEADLOCK 1 (happened)" in proc.stdout
+    assert "sriov_numvfs_store" in proc.stdout and "remove_store" in proc.stdout
