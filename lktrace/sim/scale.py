@@ -1,6 +1,6 @@
 """The ``scale`` scenario: millions of lock events generated with numpy, for benchmarks.
 
-N tasks take M mutexes in critical sections one to four deep, always in one
+N tasks take M mutexes in critical sections one to four deep (``depth_p``), always in one
 global order (the lock's index is its rank), with some trylocks,
 interruptible and killable locks, some releases out of LIFO order and, now
 and then, another task's trylock failing on a held lock.  K inversions are
@@ -18,6 +18,7 @@ per-event Python objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -42,7 +43,10 @@ _ATTEMPT, _ACQUIRED, _FAILED, _RELEASED = range(4)
 #: Slots of one critical section: acquire 0, a contender's failed trylock on
 #: lock 0, acquire 1-3, then four releases.
 _SLOTS = 14
-_EVENTS_PER_SECTION = 3 * sum((i + 1) * p for i, p in enumerate(DEPTH_P)) + 2 * CONTENDED_P
+
+
+def _events_per_section(depth_p: np.ndarray) -> float:
+    return 3 * sum((i + 1) * p for i, p in enumerate(depth_p)) + 2 * CONTENDED_P
 
 _PATHS = (
     ("sim_ioctl", "__x64_sys_ioctl", "x64_sys_call", "do_syscall_64",
@@ -120,9 +124,11 @@ class Scale:
         return np.stack([a, a + 1], axis=1)
 
 
-def _sections(rng: np.random.Generator, s: Scale, n: int) -> dict[str, np.ndarray]:
+def _sections(
+    rng: np.random.Generator, s: Scale, n: int, depth_p: np.ndarray
+) -> dict[str, np.ndarray]:
     """``n`` random critical sections: task, locks in rank order, APIs and flags."""
-    depth = rng.choice(4, size=n, p=DEPTH_P) + 1
+    depth = rng.choice(len(depth_p), size=n, p=depth_p) + 1
     chain = rng.integers(0, s.locks, size=(n, 4))
     chain[np.arange(4) >= depth[:, None]] = s.locks
     chain.sort(axis=1)
@@ -266,21 +272,29 @@ def write_scale(
     tasks: int = 64,
     locks: int = 512,
     inversions: int = 2,
+    depth_p: Sequence[float] = DEPTH_P,
 ) -> Path:
-    """Generate the scale trace into ``path``, one row group per chunk of events."""
+    """Generate the scale trace into ``path``, one row group per chunk of events.
+
+    ``depth_p`` weighs how often a section nests 1, 2, ... (up to 4) locks.
+    """
     if tasks < 2:
         raise ValueError("needs at least 2 tasks")
     if not 8 <= locks <= MAX_LOCKS:
         raise ValueError(f"takes 8 to {MAX_LOCKS} locks")
+    if not 1 <= len(depth_p) <= 4 or min(depth_p) < 0 or not sum(depth_p) > 0:
+        raise ValueError("depth_p takes 1 to 4 non-negative weights")
     if inversions < 0 or events < 64 + 28 * inversions:
         raise ValueError(f"{inversions} inversions need at least {64 + 28 * inversions} events")
     s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions)
     t = BOOT_NS + (seed % 997) * 7_000_000
+    weights = np.asarray(depth_p, float) / sum(depth_p)
     with TraceWriter(path, row_group_size=CHUNK) as w:
         for chunk, start in enumerate(range(0, events, CHUNK)):
             target = min(CHUNK, events - start)
             rng = np.random.default_rng([seed, chunk])
-            sec = _sections(rng, s, int(target / _EVENTS_PER_SECTION * 1.05) + 16)
+            n = int(target / _events_per_section(weights) * 1.05) + 16
+            sec = _sections(rng, s, n, weights)
             if chunk == 0:
                 _inject(rng, s, sec, target)
             table = _events(rng, s, _fit(sec, target, locks), start, t)
