@@ -128,6 +128,18 @@ class Events:
     def __len__(self) -> int:
         return len(self.ts)
 
+    @property
+    def n_inst(self) -> int:
+        return len(self.inst_name)
+
+    @property
+    def n_task(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def n_file(self) -> int:
+        return len(self.traces)
+
     def stack_frames(self, i: int) -> list[str]:
         """The call stack recorded with event ``i``."""
         return self.traces[self.file[i]].stack(int(self.stack[i]) if self.stack[i] >= 0 else None)
@@ -219,3 +231,143 @@ def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
         inst_name=inst_name,
         **a,
     )
+
+
+@dataclass
+class Piece:
+    """One time slice of one trace, plus the events carried over from the slices before.
+
+    Carried events (open acquisitions, trailing attempts) rebuild each task's
+    state; they pair with later events but are not counted again.  Arrays are
+    sorted by (task, ts_ns, seq) like :class:`Events`.
+    """
+
+    task: np.ndarray  # int32: index into the coder's tasks
+    ts: np.ndarray  # int64
+    seq: np.ndarray  # uint64
+    event: np.ndarray  # int8
+    blocking: np.ndarray  # bool
+    inst: np.ndarray  # int32
+    cls: np.ndarray  # int32
+    caller: np.ndarray  # int32
+    stack: np.ndarray  # int32, -1 when not recorded
+    carried: np.ndarray  # bool
+    n_inst: int = 0
+    n_task: int = 0
+    n_file: int = 1
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def file(self) -> np.ndarray:
+        return np.zeros(len(self), np.int16)
+
+    def take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The events at ``positions``, as columns, marked carried."""
+        cols = {k: getattr(self, k)[positions] for k in _PIECE_COLUMNS}
+        cols["carried"] = np.ones(len(positions), bool)
+        return cols
+
+
+_PIECE_COLUMNS = ("task", "ts", "seq", "event", "blocking", "inst", "cls", "caller", "stack")
+
+
+class Coder:
+    """Turns one trace's slices into :class:`Piece` arrays with codes that hold across slices."""
+
+    def __init__(self) -> None:
+        self.classes, self.names, self.callers, self.comms = (Vocabulary() for _ in range(4))
+        self._named: dict[int, int] = {}  # name code -> instance
+        self._anon: dict[int, int] = {}  # address -> instance
+        self.inst_name: list[int] = []  # per instance: name code
+        self._tids: dict[int, int] = {}
+        self.tids: list[int] = []
+        self.pids: list[int] = []  # per task: pid and comm code of its latest event
+        self.task_comm: list[int] = []
+
+    @property
+    def n_inst(self) -> int:
+        return len(self.inst_name)
+
+    @property
+    def n_task(self) -> int:
+        return len(self.tids)
+
+    def _intern(self, keys: np.ndarray, table: dict[int, int], new: list[int] | None) -> np.ndarray:
+        """Codes of ``keys`` in ``table``, growing it (and ``new`` with each new key)."""
+        codes, uniq = pd.factorize(keys)
+        ids = np.empty(len(uniq), np.int32)
+        for i, k in enumerate(uniq.tolist()):
+            got = table.get(k)
+            if got is None:
+                got = table[k] = len(table) if new is None else self._new_inst(k, new)
+            ids[i] = got
+        return ids[codes] if len(ids) else codes.astype(np.int32)
+
+    def _new_inst(self, name: int, new: list[int]) -> int:
+        new.append(name)
+        return len(new) - 1
+
+    def encode(self, table: pa.Table, carry: dict[str, np.ndarray] | None) -> Piece:
+        """The events of ``table`` (one slice, format v1 columns) after those of ``carry``."""
+        n = table.num_rows
+        event_codes, event_values = dictionary_codes(table["event"])
+        event = np.array([EVENTS.index(v) for v in event_values], np.int8)[event_codes]
+        api_codes, api_values = dictionary_codes(table["api"])
+        trylock = np.array(["trylock" in v for v in api_values], bool)
+        blocking = (event == ATTEMPT) & ~trylock[api_codes] if n else event == 0
+        name = self.names.translate(table["lock_name"])
+        named = np.array([not v.startswith("0x") for v in self.names], bool)[name] if n else name == 0
+        inst = np.empty(n, np.int32)
+        inst[named] = self._intern(name[named], self._named, self.inst_name)
+        addr = table["lock_addr"].to_numpy()[~named]
+        anon_names = name[~named]
+        codes, uniq = pd.factorize(addr)
+        ids = np.empty(len(uniq), np.int32)
+        first = np.zeros(len(uniq), np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each address
+        for i, (a, row) in enumerate(zip(uniq.tolist(), first.tolist(), strict=True)):
+            got = self._anon.get(a)
+            if got is None:
+                got = self._anon[a] = self._new_inst(int(anon_names[row]), self.inst_name)
+            ids[i] = got
+        inst[~named] = ids[codes] if len(ids) else codes
+        task = self._intern(table["tid"].to_numpy(), self._tids, None)
+        self.tids = list(self._tids)  # tasks are numbered in order of appearance
+        cols = {
+            "task": task,
+            "ts": table["ts_ns"].to_numpy(),
+            "seq": table["seq"].to_numpy(),
+            "event": event,
+            "blocking": blocking,
+            "inst": inst,
+            "cls": self.classes.translate(table["lock_class"]),
+            "caller": self.callers.translate(table["caller"]),
+            "stack": pc.fill_null(table["stack_id"], -1).to_numpy().astype(np.int32),
+            "carried": np.zeros(n, bool),
+        }
+        comm = self.comms.translate(table["comm"])
+        pid = table["pid"].to_numpy()
+        if carry is not None:
+            cols = {k: np.concatenate([carry[k], v]) for k, v in cols.items()}
+            pad = len(carry["ts"])
+            comm, pid = np.r_[np.full(pad, -1, np.int32), comm], np.r_[np.zeros(pad, np.int32), pid]
+        order = _replay_order(cols["task"], cols["ts"], cols["seq"], max(self.n_task, 1))
+        _permute(cols, order)
+        self._latest(cols["task"], pid[order], comm[order], cols["carried"])
+        return Piece(**cols, n_inst=self.n_inst, n_task=self.n_task)
+
+    def _latest(self, task: np.ndarray, pid: np.ndarray, comm: np.ndarray, carried: np.ndarray):
+        """Keep each task's pid and comm as of its latest event."""
+        grow = self.n_task - len(self.pids)
+        self.pids += [0] * grow
+        self.task_comm += [0] * grow
+        real = np.flatnonzero(~carried)
+        if not len(real):
+            return
+        t = task[real]
+        last = real[np.flatnonzero(np.r_[t[1:] != t[:-1], True])]
+        for tk, p, c in zip(task[last].tolist(), pid[last].tolist(), comm[last].tolist(), strict=True):
+            self.pids[tk] = p
+            self.task_comm[tk] = c
