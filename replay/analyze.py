@@ -67,11 +67,7 @@ def analysis(state: ReplayState, opts: Options) -> Analysis:
     return Analysis(
         traces=[_trace_info(t, span) for t, span in zip(ev.traces, ev.spans, strict=True)],
         summary={
-            "events": len(ev),
-            "tasks": len(ev.tasks),
-            "locks": len(ev.inst_name),
-            # a release's class names its unlock site: count the classes locks were taken as
-            "classes": len(np.unique(ev.cls[ev.event != RELEASED])),
+            **state.counts(),
             "edges": len(graphs.get("class", next(iter(graphs.values())))),
         },
         notes=notes,

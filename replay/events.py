@@ -318,7 +318,9 @@ class Coder:
         trylock = np.array(["trylock" in v for v in api_values], bool)
         blocking = (event == ATTEMPT) & ~trylock[api_codes] if n else event == 0
         name = self.names.translate(table["lock_name"])
-        named = np.array([not v.startswith("0x") for v in self.names], bool)[name] if n else name == 0
+        named = (
+            np.array([not v.startswith("0x") for v in self.names], bool)[name] if n else name == 0
+        )
         inst = np.empty(n, np.int32)
         inst[named] = self._intern(name[named], self._named, self.inst_name)
         addr = table["lock_addr"].to_numpy()[~named]
@@ -368,6 +370,8 @@ class Coder:
             return
         t = task[real]
         last = real[np.flatnonzero(np.r_[t[1:] != t[:-1], True])]
-        for tk, p, c in zip(task[last].tolist(), pid[last].tolist(), comm[last].tolist(), strict=True):
+        for tk, p, c in zip(
+            task[last].tolist(), pid[last].tolist(), comm[last].tolist(), strict=True
+        ):
             self.pids[tk] = p
             self.task_comm[tk] = c

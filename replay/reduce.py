@@ -19,8 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lktrace.replay.arrays import argmin_per, group_rows, reduce_counts, unique_rows
 from lktrace.replay.events import ATTEMPT, RELEASED, Coder, Piece
 from lktrace.replay.graph import expand_ranges, ordering_pairs
+from lktrace.replay.histogram import hold_histograms
 from lktrace.replay.holds import Holds, Seen, pair
 from lktrace.replay.order import RELEASE_KINDS, TABLES, Order, TraceInfo
 from lktrace.trace import TraceMeta, TraceReader
@@ -54,36 +56,6 @@ class Filters:
         for m in masks:
             table = table.filter(m)
         return table
-
-
-# -- time histograms ---------------------------------------------------------
-
-_SUB = 7  # 2**7 buckets per power of two: values within 0.4 %
-
-
-def bucket(ns: np.ndarray) -> np.ndarray:
-    """Log-linear histogram bucket of non-negative durations (exact below 128 ns)."""
-    v = np.maximum(ns, 0).astype(np.int64)
-    big = v >= 1 << _SUB
-    e = np.zeros(len(v), np.int64)
-    e[big] = np.floor(np.log2(v[big])).astype(np.int64)
-    # log2 may round up just below a power of two
-    over = big & ((v >> np.maximum(e, 0)) == 0)
-    e[over] -= 1
-    shift = np.maximum(e - _SUB, 0)
-    mant = (v >> shift) - (1 << _SUB)
-    return np.where(big, (1 << _SUB) + (e - _SUB) * (1 << _SUB) + mant, v)
-
-
-def bucket_value(b: np.ndarray) -> np.ndarray:
-    """The middle of each bucket (float ns)."""
-    b = np.asarray(b, np.int64)
-    big = b >= 1 << _SUB
-    e = (b - (1 << _SUB)) // (1 << _SUB)
-    mant = (b - (1 << _SUB)) % (1 << _SUB)
-    low = ((1 << _SUB) + mant) << np.maximum(e, 0)
-    width = np.left_shift(1, np.maximum(e, 0))
-    return np.where(big, low + (width - 1) / 2, b).astype(float)
 
 
 # -- sites ---------------------------------------------------------------------
@@ -136,32 +108,18 @@ def _first_per(key: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else key.astype(np.int64)
 
 
-def _argmin_per(codes: np.ndarray, n: int, ts: np.ndarray, task: np.ndarray) -> np.ndarray:
-    """Per group, the position of the smallest (ts, task); -1 where every ts is the maximum."""
-    big = np.iinfo(np.int64).max
-    low = np.full(n, big)
-    np.minimum.at(low, codes, ts)
-    at = (ts == low[codes]) & (ts < big)
-    best = np.full(n, big)
-    np.minimum.at(best, codes[at], task[at])
-    pos = np.full(n, -1, np.int64)
-    hit = np.flatnonzero(at & (task == best[codes]))
-    pos[codes[hit[::-1]]] = hit[::-1]
-    return pos
-
-
 def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Aggregate ordering fragments by (held, wanted): counts add, witnesses are the earliest."""
     codes, first = group_rows(frag["held"], frag["wanted"])
     n = len(first)
-    pick = _argmin_per(codes, n, frag["ts"], frag["task"])
+    pick = argmin_per(codes, n, frag["ts"], frag["task"])
     first_task = frag["task"][pick][codes]
     # the first occurrence by another task: a fragment's first, or else its second
     use_first = frag["task"] != first_task
     cand_task = np.where(use_first, frag["task"], frag["other_task"])
     cand_ts = np.where(use_first, frag["ts"], frag["other_ts"])
     cand_ts = np.where(cand_task >= 0, cand_ts, np.iinfo(np.int64).max)
-    other = _argmin_per(codes, n, cand_ts, cand_task)
+    other = argmin_per(codes, n, cand_ts, cand_task)
     found = other >= 0
     o = np.maximum(other, 0)
     return {
@@ -175,49 +133,12 @@ def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def group_rows(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group ids of the rows of integer columns (by hashing) and each group's first row.
-
-    Columns hold non-negative values; when they fit 63 bits together they are
-    packed into one key and hashed once.
-    """
-    bits = [int(c.max()).bit_length() if len(c) else 0 for c in cols]
-    if sum(bits) <= 63:
-        key = cols[0].astype(np.int64)
-        for c, b in zip(cols[1:], bits[1:], strict=True):
-            key = key << b | c.astype(np.int64)
-        codes = pd.factorize(key)[0].astype(np.int64)
-    else:
-        codes = pd.factorize(cols[0])[0].astype(np.int64)
-        for c in cols[1:]:
-            codes = pd.factorize(codes << 32 | c.astype(np.int64))[0].astype(np.int64)
-    n = int(codes.max()) + 1 if len(codes) else 0
-    first = np.empty(n, np.int64)
-    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    return codes, first
-
-
-def _unique_rows(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The distinct rows of integer columns, in order of first appearance."""
-    _, first = group_rows(*cols)
-    return tuple(c[first] for c in cols)
-
-
 def reduce_nesting(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per (task, site): the deepest nesting and when it was first reached."""
     o = np.lexsort((frag["ts"], -frag["depth"], frag["site"], frag["task"]))
     t, s = frag["task"][o], frag["site"][o]
     start = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])]) if len(t) else o
     return {k: v[o][start] for k, v in frag.items()}
-
-
-def reduce_counts(frag: dict[str, np.ndarray], by: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Sum ``n`` over equal ``by`` columns."""
-    if not len(frag["n"]):
-        return frag
-    codes, first = group_rows(*(frag[c] for c in by))
-    n = np.bincount(codes, weights=frag["n"], minlength=len(first)).astype(np.int64)
-    return {**{c: frag[c][first] for c in by}, "n": n}
 
 
 # -- one trace ------------------------------------------------------------------
@@ -318,7 +239,7 @@ class Reducer:
         self.parts["orderings"].append(frag)
         self.rows_pending += len(frag["held"])
         key = held << 32 | wanted
-        h_, w_, t = _unique_rows(held, wanted, task)
+        h_, w_, t = unique_rows(held, wanted, task)
         self.parts["ordering_tasks"].append({"key": h_ << 32 | w_, "task": t})
         self.parts["gates"].append(self._gates(p, h, hold, att, key, frag))
 
@@ -336,7 +257,7 @@ class Reducer:
         me = me[which]
         lock_me, lock_other = h.inst[hold[o[me]]], h.inst[hold[o[other]]]
         ok = lock_me != lock_other
-        occ, lock = _unique_rows(o[me[ok]], lock_other[ok].astype(np.int64))
+        occ, lock = unique_rows(o[me[ok]], lock_other[ok].astype(np.int64))
         k, lk, n = _unique_counts(key[occ], lock)
         full = _count_of(frag, k) == n
         return {"key": k[full], "lock": lk[full], "n": n[full]}
@@ -344,13 +265,7 @@ class Reducer:
     def _holds(self, p: Piece, h: Holds, emit: np.ndarray, hold_site: np.ndarray) -> None:
         self.parts["taken"].append({"site": np.unique(hold_site[emit])})
         m = emit & ~h.before_start & ((h.depth == 1) | (not self.releases))
-        wait = h.acquired_ts[m] - h.attempt_ts[m]
-        done = m & h.released
-        held = h.released_ts[done] - h.acquired_ts[done]
-        cls = np.r_[h.cls[m], h.cls[done]].astype(np.int64)
-        kind = np.r_[np.zeros(len(wait), np.int64), np.ones(len(held), np.int64)]
-        frag = {"cls": cls, "kind": kind, "bucket": bucket(np.r_[wait, held]), "n": np.ones(len(cls))}
-        self.parts["timing"].append(reduce_counts(frag, ("cls", "kind", "bucket")))
+        self.parts["timing"].append(hold_histograms(h, m))
         if self.releases:
             nest = np.flatnonzero(emit & (h.depth >= 2))
             where = np.where(h.origin[nest] >= 0, h.origin[nest], h.start[nest])
@@ -425,7 +340,7 @@ class Reducer:
                 parts[t] = [reducer(_concat(parts[t]))]
         if len(parts["ordering_tasks"]) > 1:
             cat = _concat(parts["ordering_tasks"])
-            h, w, t = _unique_rows(cat["key"] >> 32, cat["key"] & 0xFFFFFFFF, cat["task"])
+            h, w, t = unique_rows(cat["key"] >> 32, cat["key"] & 0xFFFFFFFF, cat["task"])
             parts["ordering_tasks"] = [{"key": h << 32 | w, "task": t}]
         if len(parts["gates"]) > 1:
             g = reduce_counts(_concat(parts["gates"]), ("key", "lock"))
@@ -476,9 +391,7 @@ class Reducer:
             "comm": np.array(c.task_comm, np.int64),
         }
         info_meta = TraceMeta(**{**meta.__dict__, "stacks": []})
-        info = TraceInfo(
-            path, info_meta, self.events, self.first_ts or 0, self.last_ts or 0
-        )
+        info = TraceInfo(path, info_meta, self.events, self.first_ts or 0, self.last_ts or 0)
         return Order(
             traces=[info],
             classes=list(c.classes),

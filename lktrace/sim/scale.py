@@ -48,6 +48,7 @@ _SLOTS = 14
 def _events_per_section(depth_p: np.ndarray) -> float:
     return 3 * sum((i + 1) * p for i, p in enumerate(depth_p)) + 2 * CONTENDED_P
 
+
 _PATHS = (
     ("sim_ioctl", "__x64_sys_ioctl", "x64_sys_call", "do_syscall_64",
      "entry_SYSCALL_64_after_hwframe"),
