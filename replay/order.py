@@ -62,8 +62,8 @@ TABLES: dict[str, dict[str, str | None]] = {
     "taken": {"site": "sites"},
     # classes named by an attempt or an acquisition
     "classes_taken": {"cls": "classes"},
-    # holds still open at the end: acquired at ``ts``, nesting depth
-    "open": {"task": "tasks", "site": "sites", "ts": None, "depth": None},
+    # holds still open at the end: acquired at ``ts``, nesting depth, when taken/asked
+    "open": {"task": "tasks", "site": "sites", "ts": None, "depth": None, "origin_ts": None},
     # blocking attempts never granted (the task's last event); depth held before it
     "pending": {"task": "tasks", "site": "sites", "ts": None, "depth": None},
     # releases of a lock the task did not hold: kind (RELEASE_KINDS), owner (-1: none)

@@ -318,6 +318,7 @@ class Reducer:
                 "site": hold_site[o],
                 "ts": h.acquired_ts[o],
                 "depth": h.depth[o].astype(np.int64),
+                "origin_ts": p.ts[np.maximum(h.origin[o], 0)],
             }
         )
         self.parts["pending"].append(
