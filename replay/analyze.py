@@ -13,11 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from lktrace.replay.anomalies import find_anomalies
 from lktrace.replay.deadlocks import find_deadlocks
-from lktrace.replay.events import RELEASED
 from lktrace.replay.findings import Analysis, Inversion
 from lktrace.replay.inversions import find_inversions
 from lktrace.replay.state import LEVELS, Filters, ReplayState, replay

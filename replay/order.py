@@ -172,11 +172,9 @@ def merge(orders: Sequence[Order]) -> Order:
                 tables["locks"]["file"].append(maps["file"][[f]])
             lock_map[i] = got
         maps["locks"] = lock_map
-        for t, cols in TABLES.items():
-            if t == "locks":
-                continue
-            n = o.size(t)
-            maps[t] = np.arange(n, dtype=np.int64) + offset[t]
+        for t in TABLES:
+            if t != "locks":
+                maps[t] = np.arange(o.size(t), dtype=np.int64) + offset[t]
         for t, cols in TABLES.items():
             if t == "locks":
                 continue

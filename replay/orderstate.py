@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.events import ATTEMPT, RELEASED, Events
+from lktrace.replay.events import ACQUIRED, ATTEMPT, RELEASED, Events
 from lktrace.replay.graph import Graph, Pairs
 from lktrace.replay.holds import Holds, Replay
 from lktrace.replay.order import Order
@@ -71,7 +71,9 @@ class OrderState(ReplayState):
         open_at = b.events(op["site"], op["origin_ts"], op["task"], ATTEMPT)
         nest_at = b.events(ne["site"], ne["ts"], ne["task"], ATTEMPT)
         rel_at = b.events(rel["site"], rel["ts"], rel["task"], RELEASED)
-        taken_at = b.events(o["taken"]["site"], np.zeros(o.size("taken")), 0 * o["taken"]["site"], 1)
+        taken_at = b.events(
+            o["taken"]["site"], np.zeros(o.size("taken")), 0 * o["taken"]["site"], 1
+        )
         self._taken_at = taken_at
         e = b.done()
         s = e["site"]
@@ -232,7 +234,9 @@ class OrderState(ReplayState):
     def release_owners(self) -> tuple[dict[int, int], set[int]]:
         rel = self.order["releases"]
         at = self.replay.excess
-        owner = {int(p): int(t) for p, t, k in zip(at, rel["owner"], rel["kind"], strict=True) if k == 0}
+        owner = {
+            int(p): int(t) for p, t, k in zip(at, rel["owner"], rel["kind"], strict=True) if k == 0
+        }
         return owner, {int(p) for p, k in zip(at, rel["kind"], strict=True) if k == 1}
 
     def counts(self) -> dict[str, int]:

@@ -11,7 +11,6 @@ Python only loops over distinct strings, sites and tasks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,37 +24,27 @@ from lktrace.replay.graph import expand_ranges, ordering_pairs
 from lktrace.replay.histogram import hold_histograms
 from lktrace.replay.holds import Holds, Seen, pair
 from lktrace.replay.order import RELEASE_KINDS, TABLES, Order, TraceInfo
+from lktrace.replay.state import Filters
 from lktrace.trace import TraceMeta, TraceReader
 
 #: Merge the fragments once they hold this many orderings.
 COMPACT_ROWS = 4_000_000
 
 
-@dataclass
-class Filters:
-    """Which events of a trace to replay: tasks and a time window."""
-
-    comms: set[str] = field(default_factory=set)
-    tids: set[int] = field(default_factory=set)
-    since_s: float | None = None  # seconds from the trace's first event
-    until_s: float | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.comms or self.tids) or (self.since_s, self.until_s) != (None, None)
-
-    def apply(self, table: pa.Table, first_ts: int | None) -> pa.Table:
-        masks = []
-        if self.comms:
-            masks.append(pc.is_in(table["comm"].cast(pa.string()), pa.array(sorted(self.comms))))
-        if self.tids:
-            masks.append(pc.is_in(table["tid"], pa.array(sorted(self.tids), pa.int32())))
-        if first_ts is not None and self.since_s is not None:
-            masks.append(pc.greater_equal(table["ts_ns"], first_ts + int(self.since_s * 1e9)))
-        if first_ts is not None and self.until_s is not None:
-            masks.append(pc.less(table["ts_ns"], first_ts + int(self.until_s * 1e9)))
-        for m in masks:
-            table = table.filter(m)
-        return table
+def filter_slice(table: pa.Table, filters: Filters, first_ts: int | None) -> pa.Table:
+    """The events of one slice that ``filters`` keep (times from the trace's first event)."""
+    masks = []
+    if filters.comms:
+        masks.append(pc.is_in(table["comm"].cast(pa.string()), pa.array(sorted(filters.comms))))
+    if filters.tids:
+        masks.append(pc.is_in(table["tid"], pa.array(sorted(filters.tids), pa.int32())))
+    if first_ts is not None and filters.since_s is not None:
+        masks.append(pc.greater_equal(table["ts_ns"], first_ts + int(filters.since_s * 1e9)))
+    if first_ts is not None and filters.until_s is not None:
+        masks.append(pc.less(table["ts_ns"], first_ts + int(filters.until_s * 1e9)))
+    for m in masks:
+        table = table.filter(m)
+    return table
 
 
 # -- sites ---------------------------------------------------------------------
@@ -437,7 +426,7 @@ def summarize_trace(
     while table is not None:
         nxt = next(it, None)
         rows = table.num_rows
-        red.add(filters.apply(table, first) if filters else table, final=nxt is None)
+        red.add(filter_slice(table, filters, first), final=nxt is None)
         if progress:
             progress(rows)
         table = nxt
