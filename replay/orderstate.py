@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.events import ACQUIRED, ATTEMPT, RELEASED, Events
+from lktrace.replay.events import ATTEMPT, RELEASED, Events
 from lktrace.replay.graph import Graph, Pairs
 from lktrace.replay.holds import Holds, Replay
 from lktrace.replay.order import Order

@@ -10,6 +10,7 @@ Python only loops over distinct strings, sites and tasks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,9 +43,7 @@ def filter_slice(table: pa.Table, filters: Filters, first_ts: int | None) -> pa.
         masks.append(pc.greater_equal(table["ts_ns"], first_ts + int(filters.since_s * 1e9)))
     if first_ts is not None and filters.until_s is not None:
         masks.append(pc.less(table["ts_ns"], first_ts + int(filters.until_s * 1e9)))
-    for m in masks:
-        table = table.filter(m)
-    return table
+    return table.filter(functools.reduce(pc.and_, masks)) if masks else table
 
 
 # -- sites ---------------------------------------------------------------------
@@ -365,10 +364,11 @@ class Reducer:
         # only the stacks the sites use, renumbered
         sites = self.sites.table()
         used = np.unique(sites["stack"][sites["stack"] >= 0])
-        remap = np.full(len(meta.stacks) + 1, -1, np.int64)
+        remap = np.full(int(used.max()) + 1 if len(used) else 1, -1, np.int64)
         remap[used] = np.arange(len(used))
-        sites["stack"] = np.where(sites["stack"] >= 0, remap[sites["stack"]], -1)
-        stacks = [meta.stacks[i] for i in used.tolist()]
+        sites["stack"] = np.where(sites["stack"] >= 0, remap[np.maximum(sites["stack"], 0)], -1)
+        # an id past the trace's table (a trace without one) is an unknown, empty stack
+        stacks = [meta.stacks[i] if i < len(meta.stacks) else [] for i in used.tolist()]
         tables["sites"] = sites
         names = list(c.names)
         inst_name = np.array(c.inst_name, np.int64)
