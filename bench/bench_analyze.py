@@ -15,7 +15,12 @@ start and imports included), three ways in the same run:
 - ``loop``: a per-event Python loop computing only the class edges (the floor
   of what any replay must do), which must find the edges analyze reports.
 
+Memory: ``--big 100000000`` also analyses one trace of that many events
+(issue shape) and ``--diff`` diffs two 10 M traces (issue shape, seeds 1
+and 2), reporting time and peak RSS.
+
     python3 bench/bench_analyze.py [--shapes today issue] [--events 10000000] [--no-loop]
+                                   [--big 100000000] [--diff]
 """
 
 from __future__ import annotations
@@ -137,11 +142,32 @@ def measure(shape: str, events: int, loop: bool) -> None:
         )
 
 
+def memory(big: int | None, diff: bool) -> None:
+    """Time and peak RSS of analyze on a ``big`` trace, and of diff on two 10 M traces."""
+    if big:
+        path = scale_trace("issue", big)
+        wall, rss, text = child(
+            [sys.executable, "-m", "lktrace", "analyze", "-f", "json", str(path)]
+        )
+        edges = json.loads(text)["summary"]["edges"]
+        print(
+            f"analyze {big:,} events ({edges:,} class edges): {wall:.1f} s, peak RSS {rss:.0f} MiB"
+        )
+    if diff:
+        a, b = scale_trace("issue", 10_000_000, 1), scale_trace("issue", 10_000_000, 2)
+        cmd = [sys.executable, "-m", "lktrace", "diff", "-f", "json", str(a), str(b)]
+        wall, rss, text = child(cmd)
+        print(f"diff of two 10,000,000-event traces: {wall:.1f} s, peak RSS {rss:.0f} MiB, "
+              f"verdict {json.loads(text)['verdict']}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--no-loop", action="store_true", help="skip the per-event loop")
+    parser.add_argument("--big", type=int, help="also analyse one trace of this many events")
+    parser.add_argument("--diff", action="store_true", help="also diff two 10 M traces")
     parser.add_argument("--child", nargs=2, metavar=("JOB", "TRACE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -151,6 +177,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for shape in args.shapes:
         measure(shape, args.events, not args.no_loop)
+    memory(args.big, args.diff)
 
 
 if __name__ == "__main__":

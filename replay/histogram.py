@@ -1,7 +1,7 @@
 """Wait and hold time histograms: log-linear buckets, so quantiles merge across traces.
 
-A duration below 128 ns is its own bucket; above, each power of two is cut
-into 128 buckets, so a bucket's middle is within 0.4 % of every value in it.
+A duration below 32 ns is its own bucket; above, each power of two is cut
+into 32 buckets, so a bucket's middle is within 1.6 % of every value in it.
 Histograms of slices, traces and runs add up; quantiles are read off them.
 """
 
@@ -13,11 +13,11 @@ import pandas as pd
 from lktrace.replay.arrays import reduce_counts
 from lktrace.replay.holds import Holds
 
-_SUB = 7  # 2**7 buckets per power of two: values within 0.4 %
+_SUB = 5  # 2**5 buckets per power of two: values within 1.6 %
 
 
 def bucket(ns: np.ndarray) -> np.ndarray:
-    """Log-linear histogram bucket of non-negative durations (exact below 128 ns)."""
+    """Log-linear histogram bucket of non-negative durations (exact below 32 ns)."""
     v = np.maximum(ns, 0).astype(np.int64)
     big = v >= 1 << _SUB
     e = np.zeros(len(v), np.int64)

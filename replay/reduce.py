@@ -10,6 +10,7 @@ Python only loops over distinct strings, sites and tasks.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from lktrace.replay.order import RELEASE_KINDS, TABLES, Order, TraceInfo
 from lktrace.replay.state import Filters
 from lktrace.trace import TraceMeta, TraceReader
 
-#: Merge the fragments once they hold this many orderings.
+#: Merge the fragments once they hold this many orderings (or as many as merged before).
 COMPACT_ROWS = 4_000_000
 
 
@@ -62,15 +63,10 @@ class Sites:
         """The site id of each (lock, cls, caller, stack) row."""
         if not len(lock):
             return np.zeros(0, np.int64)
-        a = lock.astype(np.int64) << 31 | cls.astype(np.int64)
-        b = caller.astype(np.int64) << 32 | (stack.astype(np.int64) + 1)
-        ca, ua = pd.factorize(a)
-        cb, ub = pd.factorize(b)
-        codes, combos = pd.factorize(ca.astype(np.int64) * len(ub) + cb)
-        ids = np.empty(len(combos), np.int64)
-        for i, k in enumerate(combos.tolist()):
-            x, y = int(ua[k // len(ub)]), int(ub[k % len(ub)])
-            key = (x >> 31, x & 0x7FFFFFFF, y >> 32, (y & 0xFFFFFFFF) - 1)
+        codes, first = group_rows(lock, cls, caller, stack + 1)
+        ids = np.empty(len(first), np.int64)
+        keys = zip(*(c[first].tolist() for c in (lock, cls, caller, stack)), strict=True)
+        for i, key in enumerate(keys):
             got = self._ids.get(key)
             if got is None:
                 got = self._ids[key] = len(self._ids)
@@ -142,24 +138,27 @@ class Reducer:
         self.seen = Seen()
         self.parts: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLES}
         self.rows_pending = 0
+        self.compacted = False  # parts["orderings"][0] holds the merged fragments
         self.events = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.carry: dict[str, np.ndarray] | None = None
         self._empty_caller = -1
+        self.site = np.zeros(0, np.int64)  # per event of the current slice
 
-    # the site of each hold: its lock and class, where it was taken
-    def hold_sites(self, p: Piece, h: Holds) -> np.ndarray:
+    def hold_sites(self, p: Piece, h: Holds, event_site: np.ndarray) -> np.ndarray:
+        """The site of each hold: its lock and class, where it was taken."""
         if self._empty_caller < 0:
             self._empty_caller = self.coder.callers.setdefault("", len(self.coder.callers))
         o = np.maximum(h.origin, 0)
-        known = h.origin >= 0
-        caller = np.where(known, p.caller[o], self._empty_caller)
-        stack = np.where(known, p.stack[o], -1)
-        return self.sites.ids(h.inst, h.cls, caller, stack)
-
-    def event_sites(self, p: Piece, pos: np.ndarray) -> np.ndarray:
-        return self.sites.ids(p.inst[pos], p.cls[pos], p.caller[pos], p.stack[pos])
+        out = event_site[o]
+        # taken before the trace began, or asked for under another class: a site of its own
+        odd = np.flatnonzero((h.origin < 0) | (p.cls[o] != h.cls))
+        known = h.origin[odd] >= 0
+        caller = np.where(known, p.caller[o[odd]], self._empty_caller)
+        stack = np.where(known, p.stack[o[odd]], -1)
+        out[odd] = self.sites.ids(h.inst[odd], h.cls[odd], caller, stack)
+        return out
 
     def add(self, table: pa.Table, final: bool) -> None:
         """Replay one slice (``final``: the trace's last)."""
@@ -176,7 +175,8 @@ class Reducer:
         h = rp.holds
         emit = h.released | final
         self.carry = None if final else self._carry(p, h)
-        hold_site = self.hold_sites(p, h)
+        self.site = self.sites.ids(p.inst, p.cls, p.caller, p.stack)
+        hold_site = self.hold_sites(p, h, self.site)
         self._orderings(p, h, rp.depth_before, hold_site)
         self._holds(p, h, emit, hold_site)
         self._releases(p, h, rp.excess, hold_site)
@@ -184,7 +184,8 @@ class Reducer:
         self.parts["classes_taken"].append({"cls": np.unique(p.cls[keep]).astype(np.int64)})
         if final:
             self._final(p, h, rp.pending, rp.depth_before, hold_site, rp.file_end_ts)
-        if self.rows_pending > COMPACT_ROWS:
+        merged = len(self.parts["orderings"][0]["held"]) if self.compacted else 0
+        if self.rows_pending > max(COMPACT_ROWS, merged):
             self.compact()
 
     def _carry(self, p: Piece, h: Holds) -> dict[str, np.ndarray]:
@@ -211,7 +212,7 @@ class Reducer:
         hold, att = pairs.hold[keep], pairs.attempt[keep]
         if not len(att):
             return
-        held, wanted = hold_site[hold], self.event_sites(p, att)
+        held, wanted = hold_site[hold], self.site[att]
         ts, task = p.ts[att], p.task[att].astype(np.int64)
         frag = reduce_orderings(
             {
@@ -290,7 +291,7 @@ class Reducer:
         self.parts["releases"].append(
             {
                 "task": p.task[excess].astype(np.int64),
-                "site": self.event_sites(p, excess),
+                "site": self.site[excess],
                 "ts": p.ts[excess],
                 "kind": np.array(kind, np.int64),
                 "owner": np.array([owner.get(x, -1) for x in pos], np.int64),
@@ -312,7 +313,7 @@ class Reducer:
         self.parts["pending"].append(
             {
                 "task": p.task[pending].astype(np.int64),
-                "site": self.event_sites(p, pending),
+                "site": self.site[pending],
                 "ts": p.ts[pending],
                 "depth": depth_before[pending].astype(np.int64),
             }
@@ -327,6 +328,7 @@ class Reducer:
         ):
             if len(parts[t]) > 1:
                 parts[t] = [reducer(_concat(parts[t]))]
+        self.compacted = bool(parts["orderings"])
         if len(parts["ordering_tasks"]) > 1:
             cat = _concat(parts["ordering_tasks"])
             h, w, t = unique_rows(cat["key"] >> 32, cat["key"] & 0xFFFFFFFF, cat["task"])
@@ -408,6 +410,23 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def return_freed_memory() -> None:
+    """Have glibc give large freed blocks back to the system at once.
+
+    Its default raises the size above which it maps memory afresh as blocks
+    are freed, after which the slices' arrays come from the heap, and the
+    heap, fragmented, keeps hundreds of MB that nothing uses.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 1 << 22)
+
+
+_M_MMAP_THRESHOLD = -3
+
+
 def summarize_trace(
     path: str | Path,
     filters: Filters | None = None,
@@ -417,6 +436,7 @@ def summarize_trace(
 
     ``progress`` is called with the number of rows read after each slice.
     """
+    return_freed_memory()
     reader = TraceReader(path)
     filters = filters or Filters()
     red = Reducer(reader.meta.extra.get("releases") != "no")

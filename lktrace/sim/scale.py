@@ -66,9 +66,16 @@ class Scale:
     """The fixed part of a scale trace: locks, tasks, dictionaries and stacks."""
 
     def __init__(
-        self, rng: np.random.Generator, tasks: int, locks: int, inversions: int, spread: int = 1
+        self,
+        rng: np.random.Generator,
+        tasks: int,
+        locks: int,
+        inversions: int,
+        spread: int = 1,
+        reserved: int = 0,
     ) -> None:
         self.tasks, self.locks = tasks, locks
+        self.draw = locks - reserved  # random sections take locks below this rank
         idx = np.arange(locks)
         dev_lo, dev_hi = int(locks * 0.45), int(locks * 0.55)
         is_dev = (idx >= dev_lo) & (idx < dev_hi)
@@ -120,7 +127,7 @@ class Scale:
 
     def _pairs(self, rng: np.random.Generator, k: int, spread: int) -> np.ndarray:
         """``k`` disjoint lock pairs ``(a, a+spread)``, both plain mutexes."""
-        plain = ~self.is_dev[:-spread] & ~self.is_dev[spread:]
+        plain = ~self.is_dev[: self.draw - spread] & ~self.is_dev[spread : self.draw]
         if spread == 1:
             # Take every other candidate so that no two pairs share a lock.
             starts = np.flatnonzero(plain)[::2]
@@ -137,7 +144,7 @@ def _sections(
 ) -> dict[str, np.ndarray]:
     """``n`` random critical sections: task, locks in rank order, APIs and flags."""
     depth = rng.choice(len(depth_p), size=n, p=depth_p) + 1
-    chain = rng.integers(0, s.locks, size=(n, 4))
+    chain = rng.integers(0, s.draw, size=(n, 4))
     chain[np.arange(4) >= depth[:, None]] = s.locks
     chain.sort(axis=1)
     # A lock drawn twice is taken once: its duplicate becomes unused.
@@ -175,6 +182,20 @@ def _inject(rng: np.random.Generator, s: Scale, sec: dict[str, np.ndarray], targ
     sec["api"][rows] = 0
     sec["non_lifo"][rows] = False
     sec["task"][reverse] = (sec["task"][forward] + 1) % s.tasks
+
+
+def _inject_one_way(
+    rng: np.random.Generator, s: Scale, sec: dict[str, np.ndarray], target: int, way: int
+) -> None:
+    """One section takes the two reserved top-ranked locks, in rank order (``way`` > 0) or
+    reversed: a run that alone shows no inversion, against a run of the other way."""
+    row = int(rng.integers(0, target // _SLOTS - 1))
+    pair = np.array([s.locks - 2, s.locks - 1])
+    sec["chain"][row] = s.locks
+    sec["chain"][row, :2] = pair if way > 0 else pair[::-1]
+    sec["depth"][row] = 2
+    sec["api"][row] = 0
+    sec["non_lifo"][row] = False
 
 
 def _fit(sec: dict[str, np.ndarray], target: int, nlocks: int) -> dict[str, np.ndarray]:
@@ -282,10 +303,14 @@ def write_scale(
     inversions: int = 2,
     spread: int = 1,
     depth_p: Sequence[float] = DEPTH_P,
+    one_way: int = 0,
 ) -> Path:
     """Generate the scale trace into ``path``, one row group per chunk of events.
 
     ``depth_p`` weighs how often a section nests 1, 2, ... (up to 4) locks.
+    ``one_way`` (1 or -1) keeps the two top-ranked locks out of the random
+    sections and has one section take them in rank order (1) or reversed (-1):
+    runs of both ways merged show an inversion that no single run does.
     """
     if tasks < 2:
         raise ValueError("needs at least 2 tasks")
@@ -297,7 +322,10 @@ def write_scale(
         raise ValueError(f"--spread must be from 1 to {locks - 1} (the locks' ranks)")
     if inversions < 0 or events < 64 + 28 * inversions:
         raise ValueError(f"{inversions} inversions need at least {64 + 28 * inversions} events")
-    s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions, spread)
+    if one_way not in (-1, 0, 1):
+        raise ValueError("one_way is 1, -1 or 0")
+    reserved = 2 if one_way else 0
+    s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions, spread, reserved)
     t = BOOT_NS + (seed % 997) * 7_000_000
     weights = np.asarray(depth_p, float) / sum(depth_p)
     with TraceWriter(path, row_group_size=CHUNK) as w:
@@ -308,6 +336,8 @@ def write_scale(
             sec = _sections(rng, s, n, weights)
             if chunk == 0:
                 _inject(rng, s, sec, target)
+                if one_way:
+                    _inject_one_way(rng, s, sec, target, one_way)
             table = _events(rng, s, _fit(sec, target, locks), start, t)
             t = int(table["ts_ns"][-1].as_py())
             w.write(table)
