@@ -273,41 +273,90 @@ class Piece:
 _PIECE_COLUMNS = ("task", "ts", "seq", "event", "blocking", "inst", "cls", "caller", "stack")
 
 
+class Interner:
+    """Numbers small non-negative integers (codes, tids) in order of first appearance."""
+
+    #: Keys from here up (or below 0) are numbered through a dict instead of an array.
+    BIG = 1 << 24
+
+    def __init__(self) -> None:
+        self.lookup = np.full(0, -1, np.int32)
+        self.keys: list[int] = []  # per number, its key
+        self._big: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _number(self, key: int) -> int:
+        if 0 <= key < len(self.lookup) and self.lookup[key] >= 0:
+            return int(self.lookup[key])
+        got = self._big.get(key)
+        if got is None:
+            got = len(self.keys)
+            self.keys.append(key)
+            if 0 <= key < self.BIG:
+                self._grow(key + 1)
+                self.lookup[key] = got
+            else:
+                self._big[key] = got
+        return got
+
+    def _grow(self, top: int) -> None:
+        if top > len(self.lookup):
+            self.lookup = np.r_[self.lookup, np.full(top - len(self.lookup), -1, np.int32)]
+
+    def ids(self, keys: np.ndarray) -> np.ndarray:
+        """The number of each key, numbering new ones in order of first appearance."""
+        if not len(keys):
+            return np.zeros(0, np.int32)
+        if keys.min() < 0 or keys.max() >= self.BIG:  # e.g. odd tids: hash them
+            codes, uniq = pd.factorize(keys)
+            return np.array([self._number(int(k)) for k in uniq], np.int32)[codes]
+        top = int(keys.max()) + 1
+        self._grow(top)
+        ids = self.lookup[keys]
+        new = np.flatnonzero(ids < 0)
+        if len(new):
+            first = np.full(top, len(keys), np.int64)
+            np.minimum.at(first, keys[new], new)
+            fresh = np.flatnonzero(first < len(keys))
+            fresh = fresh[np.argsort(first[fresh], kind="stable")]
+            self.lookup[fresh] = np.arange(len(self.keys), len(self.keys) + len(fresh))
+            self.keys += fresh.tolist()
+            ids = self.lookup[keys]
+        return ids
+
+
 class Coder:
-    """Turns one trace's slices into :class:`Piece` arrays with codes that hold across slices."""
+    """Turns one trace's slices into :class:`Piece` arrays with codes that hold across slices.
+
+    A lock instance is its name: a named lock's, or an anonymous one's
+    address as the trace spells it, which is unique within one trace.
+    """
 
     def __init__(self) -> None:
         self.classes, self.names, self.callers, self.comms = (Vocabulary() for _ in range(4))
-        self._named: dict[int, int] = {}  # name code -> instance
-        self._anon: dict[int, int] = {}  # address -> instance
-        self.inst_name: list[int] = []  # per instance: name code
-        self._tids: dict[int, int] = {}
-        self.tids: list[int] = []
+        self._inst = Interner()  # name code -> instance
+        self._tids = Interner()
         self.pids: list[int] = []  # per task: pid and comm code of its latest event
         self.task_comm: list[int] = []
 
     @property
+    def inst_name(self) -> list[int]:
+        """Per instance: its name code."""
+        return self._inst.keys
+
+    @property
+    def tids(self) -> list[int]:
+        return self._tids.keys
+
+    @property
     def n_inst(self) -> int:
-        return len(self.inst_name)
+        return len(self._inst)
 
     @property
     def n_task(self) -> int:
-        return len(self.tids)
-
-    def _intern(self, keys: np.ndarray, table: dict[int, int], new: list[int] | None) -> np.ndarray:
-        """Codes of ``keys`` in ``table``, growing it (and ``new`` with each new key)."""
-        codes, uniq = pd.factorize(keys)
-        ids = np.empty(len(uniq), np.int32)
-        for i, k in enumerate(uniq.tolist()):
-            got = table.get(k)
-            if got is None:
-                got = table[k] = len(table) if new is None else self._new_inst(k, new)
-            ids[i] = got
-        return ids[codes] if len(ids) else codes.astype(np.int32)
-
-    def _new_inst(self, name: int, new: list[int]) -> int:
-        new.append(name)
-        return len(new) - 1
+        return len(self._tids)
 
     def encode(self, table: pa.Table, carry: dict[str, np.ndarray] | None) -> Piece:
         """The events of ``table`` (one slice, format v1 columns) after those of ``carry``."""
@@ -317,26 +366,8 @@ class Coder:
         api_codes, api_values = dictionary_codes(table["api"])
         trylock = np.array(["trylock" in v for v in api_values], bool)
         blocking = (event == ATTEMPT) & ~trylock[api_codes] if n else event == 0
-        name = self.names.translate(table["lock_name"])
-        named = (
-            np.array([not v.startswith("0x") for v in self.names], bool)[name] if n else name == 0
-        )
-        inst = np.empty(n, np.int32)
-        inst[named] = self._intern(name[named], self._named, self.inst_name)
-        addr = table["lock_addr"].to_numpy()[~named]
-        anon_names = name[~named]
-        codes, uniq = pd.factorize(addr)
-        ids = np.empty(len(uniq), np.int32)
-        first = np.zeros(len(uniq), np.int64)
-        first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each address
-        for i, (a, row) in enumerate(zip(uniq.tolist(), first.tolist(), strict=True)):
-            got = self._anon.get(a)
-            if got is None:
-                got = self._anon[a] = self._new_inst(int(anon_names[row]), self.inst_name)
-            ids[i] = got
-        inst[~named] = ids[codes] if len(ids) else codes
-        task = self._intern(table["tid"].to_numpy(), self._tids, None)
-        self.tids = list(self._tids)  # tasks are numbered in order of appearance
+        inst = self._inst.ids(self.names.translate(table["lock_name"]))
+        task = self._tids.ids(table["tid"].to_numpy())
         cols = {
             "task": task,
             "ts": table["ts_ns"].to_numpy(),

@@ -300,7 +300,7 @@ class Reducer:
 
     def _final(self, p, h, pending, depth_before, hold_site, file_end) -> None:
         open_ = np.flatnonzero(~h.released)
-        o = open_[np.lexsort((h.acquired_ts[open_], h.inst[open_], h.task[open_]))]
+        o = open_[np.lexsort((h.inst[open_], h.acquired_ts[open_], h.task[open_]))]
         self.parts["open"].append(
             {
                 "task": h.task[o].astype(np.int64),
