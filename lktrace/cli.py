@@ -56,6 +56,10 @@ def expand_traces(paths: list[Path]) -> list[Path]:
     return files
 
 
+CommOpt = Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")]
+TidOpt = Annotated[list[int] | None, typer.Option(help="Only these tasks (tid).")]
+SinceOpt = Annotated[float | None, typer.Option(help="Skip events before this many seconds in.")]
+UntilOpt = Annotated[float | None, typer.Option(help="Skip events from this many seconds in.")]
 WorkersOpt = Annotated[
     int,
     typer.Option("--workers", "-j", help="Processes replaying traces at once (0: one per CPU)."),
@@ -90,7 +94,8 @@ def replay_files(files: list[Path], opts, workers: int, dask: str | None):
         meter.file_done(path)
 
     try:
-        return order_state(files, opts, n, dask, None if parallel else meter.rows, done)
+        progress = None if parallel else meter.rows
+        return order_state(files, opts, workers=n, dask=dask, progress=progress, done=done)
     finally:
         meter.close()
 
@@ -105,14 +110,10 @@ def analyze(
     lock_class: Annotated[
         list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
     ] = None,
-    comm: Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")] = None,
-    tid: Annotated[list[int] | None, typer.Option(help="Only these tasks (tid).")] = None,
-    since: Annotated[
-        float | None, typer.Option(help="Skip events before this many seconds in.")
-    ] = None,
-    until: Annotated[
-        float | None, typer.Option(help="Skip events from this many seconds in.")
-    ] = None,
+    comm: CommOpt = None,
+    tid: TidOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     workers: WorkersOpt = 0,
     dask: DaskOpt = None,
 ) -> None:
@@ -332,14 +333,10 @@ def summarize(
         Path | None,
         typer.Option("-o", "--output", help="Summary to write (default: TRACE.order.parquet)."),
     ] = None,
-    comm: Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")] = None,
-    tid: Annotated[list[int] | None, typer.Option(help="Only these tasks (tid).")] = None,
-    since: Annotated[
-        float | None, typer.Option(help="Skip events before this many seconds in.")
-    ] = None,
-    until: Annotated[
-        float | None, typer.Option(help="Skip events from this many seconds in.")
-    ] = None,
+    comm: CommOpt = None,
+    tid: TidOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a trace's lock-order summary: what analyze and diff need, a fraction of the size."""

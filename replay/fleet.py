@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from lktrace.orderfile import filters_dict, is_summary, read_summary
 from lktrace.replay.order import Order, merge
@@ -64,13 +65,17 @@ def orders(
                 done(Path(p))
         return out
     with ProcessPoolExecutor(min(workers, len(names))) as pool:
-        futures = [pool.submit(order_of, p, filters) for p in names]
-        out = []
-        for p, f in zip(names, futures, strict=True):
-            out.append(f.result())
-            if done:
-                done(Path(p))
-        return out
+        return _collect(names, [pool.submit(order_of, p, filters) for p in names], done)
+
+
+def _collect(names: list[str], futures: list, done: Callable[[Path], None] | None) -> list[Order]:
+    """The futures' results in input order, telling ``done`` as each file is in."""
+    out = []
+    for p, f in zip(names, futures, strict=True):
+        out.append(f.result())
+        if done:
+            done(Path(p))
+    return out
 
 
 def _on_dask(
@@ -98,30 +103,17 @@ def _on_dask(
         except OSError as e:
             raise TraceError(address, f"cannot reach the Dask scheduler: {e}") from e
     try:
-        futures = client.map(order_of, names, filters=filters, pure=False)
-        out = []
-        for p, f in zip(names, futures, strict=True):
-            out.append(f.result())
-            if done:
-                done(Path(p))
-        return out
+        return _collect(names, client.map(order_of, names, filters=filters, pure=False), done)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def order_state(
-    paths: Sequence[Path],
-    opts: Filters,
-    workers: int = 1,
-    dask: str | None = None,
-    progress: Callable[[int], None] | None = None,
-    done: Callable[[Path], None] | None = None,
-) -> OrderState:
-    """The replay state of ``paths`` (traces or summaries, mixed), merged."""
-    found = orders(paths, opts, workers, dask, progress, done)
-    return OrderState(merge(found), opts)
+def order_state(paths: Sequence[Path], opts: Filters, **how: Any) -> OrderState:
+    """The replay state of ``paths`` (traces or summaries, mixed), merged; ``how`` as
+    :func:`orders` takes it."""
+    return OrderState(merge(orders(paths, opts, **how)), opts)
 
 
 def default_workers(n_files: int) -> int:
