@@ -161,6 +161,31 @@ def memory(big: int | None, diff: bool) -> None:
               f"verdict {json.loads(text)['verdict']}")  # fmt: skip
 
 
+def summaries(shapes: list[str], events: int) -> None:
+    """``lktrace summarize`` on each shape's trace and the lab's: time, RSS, sizes."""
+    lab = sorted((Path(__file__).parent.parent / "tests" / "data" / "lab").glob("*/*.parquet"))
+    traces = [scale_trace(shape, events) for shape in shapes] + lab
+    with tempfile.TemporaryDirectory() as d:
+        for path in traces:
+            out = Path(d) / "t.order.parquet"
+            cmd = [
+                sys.executable,
+                "-m",
+                "lktrace",
+                "summarize",
+                "--force",
+                str(path),
+                "-o",
+                str(out),
+            ]
+            wall, rss, _ = child(cmd)
+            size, was = out.stat().st_size, path.stat().st_size
+            print(
+                f"summarize {path.parent.name}/{path.name}: {wall:.1f} s, {rss:.0f} MiB; "
+                f"{was / 2**20:.2f} -> {size / 2**20:.2f} MiB ({was / size:.1f}x smaller)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
@@ -168,6 +193,7 @@ def main() -> None:
     parser.add_argument("--no-loop", action="store_true", help="skip the per-event loop")
     parser.add_argument("--big", type=int, help="also analyse one trace of this many events")
     parser.add_argument("--diff", action="store_true", help="also diff two 10 M traces")
+    parser.add_argument("--summaries", action="store_true", help="only: summary sizes")
     parser.add_argument("--child", nargs=2, metavar=("JOB", "TRACE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -175,6 +201,9 @@ def main() -> None:
         {"read": bare_read, "loop": class_edge_loop}[job](Path(path))
         return
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if args.summaries:
+        summaries(args.shapes, args.events)
+        return
     for shape in args.shapes:
         measure(shape, args.events, not args.no_loop)
     memory(args.big, args.diff)

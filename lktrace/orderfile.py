@@ -90,7 +90,15 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
     # TODO(lead): add the version writer of issue 14 (lktrace:writer) once it is on main.
     table = table.replace_schema_metadata(kv)
     try:
-        pq.write_table(table, path, compression="zstd", row_group_size=1 << 20)
+        pq.write_table(
+            table,
+            path,
+            compression="zstd",
+            row_group_size=1 << 20,
+            # first witnesses come in time order: their deltas are small
+            use_dictionary=[c for c in SCHEMA.names if c != "ts"],
+            column_encoding={"ts": "DELTA_BINARY_PACKED"},
+        )
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"cannot write: {str(e).splitlines()[0]}") from e
     return Path(path)

@@ -352,17 +352,23 @@ class Reducer:
         c = self.coder
         tables: dict[str, dict[str, np.ndarray]] = {}
         rows = parts["orderings"] or {k: np.zeros(0, np.int64) for k in TABLES["orderings"]}
+        # in time order (first witnesses), which is also what compresses best
+        rows = _sorted(rows, "ts", "task", "held", "wanted")
         rkey = rows["held"] << 32 | rows["wanted"]
         row_of = pd.Index(rkey)
         tables["orderings"] = rows
         ot = parts["ordering_tasks"] or {"key": rkey[:0], "task": rkey[:0]}
         r = row_of.get_indexer(ot["key"])
         extra = (ot["task"] != rows["task"][r]) & (ot["task"] != rows["other_task"][r])
-        tables["ordering_tasks"] = {"ordering": r[extra], "task": ot["task"][extra]}
+        tables["ordering_tasks"] = _sorted(
+            {"ordering": r[extra], "task": ot["task"][extra]}, "ordering", "task"
+        )
         g = parts["gates"] or {"key": rkey[:0], "lock": rkey[:0], "n": rkey[:0]}
-        tables["gates"] = {"ordering": row_of.get_indexer(g["key"]), "lock": g["lock"], "n": g["n"]}
+        gates = {"ordering": row_of.get_indexer(g["key"]), "lock": g["lock"], "n": g["n"]}
+        tables["gates"] = _sorted(gates, "ordering", "lock")
         for t in ("taken", "classes_taken", "open", "pending", "releases", "nesting", "timing"):
             tables[t] = parts[t] or {k: np.zeros(0, np.int64) for k in TABLES[t]}
+        tables["timing"] = _sorted(tables["timing"], "cls", "kind", "bucket")
         # only the stacks the sites use, renumbered
         sites = self.sites.table()
         used = np.unique(sites["stack"][sites["stack"] >= 0])
@@ -393,6 +399,12 @@ class Reducer:
             stacks=stacks,
             tables=tables,
         )
+
+
+def _sorted(table: dict[str, np.ndarray], *by: str) -> dict[str, np.ndarray]:
+    """``table`` with its rows sorted by the columns ``by``."""
+    order = np.lexsort([table[c] for c in reversed(by)])
+    return {k: v[order] for k, v in table.items()}
 
 
 def _count_of(rows: dict[str, np.ndarray], keys: np.ndarray) -> np.ndarray:
