@@ -162,6 +162,12 @@ class Reducer:
 
     def add(self, table: pa.Table, final: bool) -> None:
         """Replay one slice (``final``: the trace's last)."""
+        self._replay(table, final)
+        merged = len(self.parts["orderings"][0]["held"]) if self.compacted else 0
+        if self.rows_pending > max(COMPACT_ROWS, merged):
+            self.compact()
+
+    def _replay(self, table: pa.Table, final: bool) -> None:
         p = self.coder.encode(table, self.carry)
         real = ~p.carried
         n = int(real.sum())
@@ -184,9 +190,7 @@ class Reducer:
         self.parts["classes_taken"].append({"cls": np.unique(p.cls[keep]).astype(np.int64)})
         if final:
             self._final(p, h, rp.pending, rp.depth_before, hold_site, rp.file_end_ts)
-        merged = len(self.parts["orderings"][0]["held"]) if self.compacted else 0
-        if self.rows_pending > max(COMPACT_ROWS, merged):
-            self.compact()
+        self.site = self.site[:0]
 
     def _carry(self, p: Piece, h: Holds) -> dict[str, np.ndarray]:
         """The events the next slice needs to go on: open holds, unanswered attempts."""
@@ -319,36 +323,36 @@ class Reducer:
             }
         )
 
+    def _take(self, table: str) -> dict[str, np.ndarray] | None:
+        """The fragments of ``table`` as one, dropping them (None when there are none)."""
+        frags, self.parts[table] = self.parts[table], []
+        return _concat(frags) if frags else None
+
     def compact(self) -> None:
-        """Merge the fragments gathered so far."""
+        """Merge the fragments gathered so far, one table at a time, freeing each as it goes."""
         parts = self.parts
-        for t, reducer in (
+        merges = (
             ("orderings", reduce_orderings),
             ("nesting", reduce_nesting),
-        ):
+            ("ordering_tasks", _unique_tasks),
+            ("timing", lambda f: reduce_counts(f, ("cls", "kind", "bucket"))),
+            ("taken", _unique_columns),
+            ("classes_taken", _unique_columns),
+        )
+        for t, merge in merges:
             if len(parts[t]) > 1:
-                parts[t] = [reducer(_concat(parts[t]))]
+                parts[t] = [merge(self._take(t))]
         self.compacted = bool(parts["orderings"])
-        if len(parts["ordering_tasks"]) > 1:
-            cat = _concat(parts["ordering_tasks"])
-            h, w, t = unique_rows(cat["key"] >> 32, cat["key"] & 0xFFFFFFFF, cat["task"])
-            parts["ordering_tasks"] = [{"key": h << 32 | w, "task": t}]
         if len(parts["gates"]) > 1:
-            g = reduce_counts(_concat(parts["gates"]), ("key", "lock"))
+            g = reduce_counts(self._take("gates"), ("key", "lock"))
             full = _count_of(parts["orderings"][0], g["key"]) == g["n"]
             parts["gates"] = [{k: v[full] for k, v in g.items()}]
-        if len(parts["timing"]) > 1:
-            parts["timing"] = [reduce_counts(_concat(parts["timing"]), ("cls", "kind", "bucket"))]
-        for t in ("taken", "classes_taken"):
-            if len(parts[t]) > 1:
-                cat = _concat(parts[t])
-                parts[t] = [{k: np.unique(v) for k, v in cat.items()}]
         self.rows_pending = 0
 
     def order(self, path: str, meta: TraceMeta) -> Order:
         """The Order of the whole trace (after its final slice)."""
         self.compact()
-        parts = {t: _concat(v) if v else None for t, v in self.parts.items()}
+        parts = {t: self._take(t) for t in TABLES}
         c = self.coder
         tables: dict[str, dict[str, np.ndarray]] = {}
         rows = parts["orderings"] or {k: np.zeros(0, np.int64) for k in TABLES["orderings"]}
@@ -419,7 +423,19 @@ def _unique_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _unique_tasks(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Distinct (ordering key, task) rows."""
+    h, w, t = unique_rows(frag["key"] >> 32, frag["key"] & 0xFFFFFFFF, frag["task"])
+    return {"key": h << 32 | w, "task": t}
+
+
+def _unique_columns(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.unique(v) for k, v in frag.items()}
 
 
 def return_freed_memory() -> None:
