@@ -357,7 +357,7 @@ class Reducer:
         tables: dict[str, dict[str, np.ndarray]] = {}
         rows = parts["orderings"] or {k: np.zeros(0, np.int64) for k in TABLES["orderings"]}
         # in time order (first witnesses), which is also what compresses best
-        rows = _sorted(rows, "ts", "task", "held", "wanted")
+        rows = _sorted(rows, "ts")
         rkey = rows["held"] << 32 | rows["wanted"]
         row_of = pd.Index(rkey)
         tables["orderings"] = rows
@@ -406,8 +406,17 @@ class Reducer:
 
 
 def _sorted(table: dict[str, np.ndarray], *by: str) -> dict[str, np.ndarray]:
-    """``table`` with its rows sorted by the columns ``by``."""
-    order = np.lexsort([table[c] for c in reversed(by)])
+    """``table`` with its rows sorted by the (non-negative) columns ``by``, packed into one
+    key when they fit 63 bits."""
+    cols = [table[c] for c in by]
+    bits = [int(c.max()).bit_length() if len(c) else 0 for c in cols]
+    if sum(bits) <= 63:
+        key = cols[0].astype(np.int64)
+        for c, b in zip(cols[1:], bits[1:], strict=True):
+            key = key << b | c
+        order = np.argsort(key, kind="stable")
+    else:
+        order = np.lexsort(cols[::-1])
     return {k: v[order] for k, v in table.items()}
 
 
