@@ -22,6 +22,7 @@ from lktrace.probes import program
 from lktrace.probes.btf import VMLINUX_BTF, Btf
 from lktrace.probes.targets import LOCK_APIS, discover
 from lktrace.trace import Trace, read_trace
+from lktrace.version import writer
 
 LKTRACE = [sys.executable, "-m", "lktrace"]
 HAMMER = """
@@ -254,6 +255,7 @@ def test_tracepoint_backend_records_real_contention(tmp_path):
     out, trace = contended(tmp_path, "pipe")
     meta = trace.meta
     assert meta.extra["backend"] == "tracepoint" and meta.extra["releases"] == "no"
+    assert meta.extra["writer"] == writer()
     assert meta.probes == ["lock:contention_begin", "lock:contention_end"]
     assert meta.kernel == os.uname().release and meta.duration_ns > 1e9
     assert meta.extra["command_exit"] == "0"
