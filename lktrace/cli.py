@@ -352,7 +352,7 @@ def demo(
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
-        app()
+        app(prog_name="lktrace")  # also under python -m: usage lines, completion scripts
     except (TraceError, UsageError, CollectorError) as e:
         print(f"lktrace: {e}", file=sys.stderr)
         sys.exit(2)
