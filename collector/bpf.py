@@ -49,8 +49,8 @@ def import_bcc() -> Any:
         except ImportError as e:
             raise CollectorError(
                 f"bcc in {DIST_PACKAGES} does not load in Python "
-                f"{sys.version_info.major}.{sys.version_info.minor} ({e}); run lktrace with "
-                "the system python3 or a venv made from it with --system-site-packages"
+                f"{sys.version_info.major}.{sys.version_info.minor} ({e}); run lktrace from "
+                "a venv made with the system's /usr/bin/python3 (README: Install)"
             ) from None
     return bcc
 
