@@ -14,7 +14,8 @@ newlines), the integer columns the record's fields (null where a kind has no
 such field).  Records of a kind come in id order, so a record's id is its
 position among its kind.  File metadata: ``lktrace:summary`` (the format
 version), ``lktrace:traces`` (JSON: per trace its path, metadata, events and
-time span) and ``lktrace:filters`` (JSON: the filters it was made with).
+time span), ``lktrace:filters`` (JSON: the filters it was made with) and
+``lktrace:writer`` (the lktrace that wrote it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from lktrace.replay.order import TABLES, Order, TraceInfo
 from lktrace.trace import META_PREFIX, TraceError, TraceMeta, _open
+from lktrace.version import writer_metadata
 
 SUMMARY_VERSION = 1
 SUMMARY_KEY = f"{META_PREFIX}summary"
@@ -86,8 +88,8 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
         SUMMARY_KEY: str(SUMMARY_VERSION),
         f"{META_PREFIX}traces": json.dumps(traces),
         f"{META_PREFIX}filters": json.dumps(filters, sort_keys=True),
+        **writer_metadata(),
     }
-    # TODO(lead): add the version writer of issue 14 (lktrace:writer) once it is on main.
     table = table.replace_schema_metadata(kv)
     try:
         pq.write_table(

@@ -30,6 +30,7 @@ from lktrace.replay.events import RELEASED, Events
 from lktrace.replay.holds import Replay
 from lktrace.replay.state import Filters, replay
 from lktrace.trace import Trace, TraceError
+from lktrace.version import writer_metadata
 
 #: Added to a tid for its overlapping-holds track (above any pid_max).
 OVERLAP_TID = 1 << 30
@@ -99,6 +100,7 @@ def export_perfetto(
     written = 0
     with f:
         meta = {"source": str(trace.path), "kernel": trace.meta.kernel, "host": trace.meta.host}
+        meta.update(writer_metadata())
         f.write(b'{"displayTimeUnit":"ns","otherData":' + json.dumps(meta).encode())
         f.write(b',"traceEvents":[\n')
         first = True
