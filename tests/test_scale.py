@@ -24,6 +24,7 @@ from lktrace.replay.side import Side
 from lktrace.replay.state import replay
 from lktrace.sim import simulate
 from lktrace.trace import read_trace
+from lktrace.version import writer
 
 LAB = sorted(Path(__file__).parent.joinpath("data", "lab").glob("*/*.parquet"))
 SCENARIOS = ("stock-deadlock", "stock-sequential", "stock-selfdeadlock", "patched")
@@ -94,6 +95,7 @@ def test_summary_round_trip(sims, tmp_path):
     for name in (*SCENARIOS, "scale"):
         order = summarize_trace(sims[name])
         path = write_summary(tmp_path / f"{name}.order.parquet", order, {})
+        assert pq.ParquetFile(path).metadata.metadata[b"lktrace:writer"] == writer().encode()
         again, _ = read_summary(path)
         opts = Options()
         want = analysis(OrderState(order, opts), opts).to_dict()
