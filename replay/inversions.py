@@ -57,7 +57,7 @@ def find_inversions(
     if not len(cyclic):
         return [], []
     # most trusted first: seen most often, then seen first
-    first_ts = state.events.ts[state.pairs.attempt[graph.occurrences[graph.first[cyclic]]]]
+    first_ts = state.events.ts[state.pairs.attempt[graph.first_pairs[cyclic]]]
     cyclic = cyclic[np.lexsort((first_ts, -graph.count[cyclic]))]
     prefer = _deadlocked_pairs(state, graph, links)
     evidence = Evidence(state, graph, prefer)
