@@ -76,7 +76,7 @@ def find_inversions(
             if inv is not None:
                 found.append(replace(inv, cycles_cut=cut))
     notes = []
-    if cut:
+    if cut and found:
         notes.append(
             f"{level} graph has more than {max_cycles} elementary cycles (--max-cycles): "
             "each finding still shows its shortest cycle; the longer ones counted stop there"
