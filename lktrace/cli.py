@@ -1,11 +1,12 @@
 """The ``lktrace`` command line: one sub-command per job, each a thin layer over a module."""
 
-from __future__ import annotations
-
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +23,9 @@ from lktrace.options import (
     Scope,
 )
 from lktrace.trace import TraceError, TraceMeta, read_meta, read_trace
+
+if TYPE_CHECKING:
+    from lktrace.replay.analyze import Options
 
 app = typer.Typer(
     add_completion=False,
@@ -59,24 +63,68 @@ def expand_traces(paths: list[Path]) -> list[Path]:
     return files
 
 
-LevelOpt = Annotated[Level, typer.Option(help="Ordering graph level.")]
-MaxDepthOpt = Annotated[
-    int, typer.Option(min=1, help="Nesting depth above which reentrancy is an error.")
-]
-MaxCyclesOpt = Annotated[
-    int, typer.Option(min=1, help="Cycles counted, and inversions shown, per graph.")
-]
-ClassOpt = Annotated[
-    list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
-]
-CommOpt = Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")]
-TidOpt = Annotated[list[int] | None, typer.Option(min=0, help="Only these tasks (tid).")]
-SinceOpt = Annotated[
-    float | None, typer.Option(min=0, help="Skip events before this many seconds in.")
-]
-UntilOpt = Annotated[
-    float | None, typer.Option(min=0, help="Skip events from this many seconds in.")
-]
+#: The options analyze, report, diff and export share: (annotation, default) by name.
+SHARED = {
+    "level": (Annotated[Level, typer.Option(help="Ordering graph level.")], Level["both"]),
+    "max_depth": (
+        Annotated[
+            int, typer.Option(min=1, help="Nesting depth above which reentrancy is an error.")
+        ],
+        MAX_DEPTH,
+    ),
+    "max_cycles": (
+        Annotated[
+            int, typer.Option(min=1, help="Cycles counted, and inversions shown, per graph.")
+        ],
+        MAX_CYCLES,
+    ),
+    "lock_class": (
+        Annotated[
+            list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
+        ],
+        None,
+    ),
+    "comm": (Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")], None),
+    "tid": (Annotated[list[int] | None, typer.Option(min=0, help="Only these tasks (tid).")], None),
+    "since": (
+        Annotated[
+            float | None, typer.Option(min=0, help="Skip events before this many seconds in.")
+        ],
+        None,
+    ),
+    "until": (
+        Annotated[float | None, typer.Option(min=0, help="Skip events from this many seconds in.")],
+        None,
+    ),
+}
+FILTERS = ("comm", "tid", "since", "until")
+JUDGING = ("level", "max_depth", "max_cycles", "lock_class", *FILTERS)
+
+
+def with_options(*names: str) -> Callable[[Callable], Callable]:
+    """Give a command the :data:`SHARED` options ``names``; it receives them as one
+    ``opts`` (:class:`~lktrace.replay.analyze.Options`), the others at their defaults."""
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name != "opts"]
+        added = [
+            inspect.Parameter(
+                n, inspect.Parameter.KEYWORD_ONLY, default=SHARED[n][1], annotation=SHARED[n][0]
+            )
+            for n in names
+        ]
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            given = {n: kwargs.pop(n) for n in names}
+            return fn(*args, opts=_options(**given), **kwargs)
+
+        command.__signature__ = sig.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return command
+
+    return decorate
 
 
 def _options(
@@ -89,7 +137,7 @@ def _options(
     since: float | None = None,
     until: float | None = None,
 ):
-    """What analyze, report and diff replay and how they judge it, from their options."""
+    """What a command replays and how it judges it, from its options."""
     from lktrace.replay.analyze import Options
 
     return Options(
@@ -105,25 +153,19 @@ def _options(
 
 
 @app.command()
+@with_options(*JUDGING)
 def analyze(
     traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
     fmt: Annotated[AnalyzeFormat, typer.Option("--format", "-f", help="Output.")] = AnalyzeFormat[
         "text"
     ],
-    level: LevelOpt = Level["both"],
-    max_depth: MaxDepthOpt = MAX_DEPTH,
-    max_cycles: MaxCyclesOpt = MAX_CYCLES,
-    lock_class: ClassOpt = None,
-    comm: CommOpt = None,
-    tid: TidOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
+    *,
+    opts: "Options",
 ) -> None:
     """Find lock-order inversions, deadlocks and reentrancy anomalies (exit 1 if any)."""
     from lktrace.replay.analyze import analyze as run
     from lktrace.replay.render import render
 
-    opts = _options(level, max_depth, max_cycles, lock_class, comm, tid, since, until)
     loaded = (read_trace(p) for p in expand_traces(traces))
     if fmt.value == "dot":
         from lktrace.replay.dot import analyze_dot
@@ -228,22 +270,16 @@ def _report(path: Path, meta: TraceMeta, rows: int) -> None:
 
 
 @app.command()
+@with_options(*JUDGING)
 def report(
     traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
-    level: LevelOpt = Level["both"],
-    max_depth: MaxDepthOpt = MAX_DEPTH,
-    max_cycles: MaxCyclesOpt = MAX_CYCLES,
-    lock_class: ClassOpt = None,
-    comm: CommOpt = None,
-    tid: TidOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
+    *,
+    opts: "Options",
 ) -> None:
     """Write one self-contained HTML page: header, lock graph, findings with timelines."""
     from lktrace.replay.report import build_page, render_html, write_html
 
-    opts = _options(level, max_depth, max_cycles, lock_class, comm, tid, since, until)
     traces_in = (read_trace(p) for p in expand_traces(traces))
     page = build_page(traces_in, opts, drop_tables=True)
     path = write_html(output, render_html(page))
@@ -255,42 +291,36 @@ def report(
 
 
 @app.command()
+@with_options(*FILTERS)
 def export(
     trace: TraceArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
     perfetto: Annotated[
         bool, typer.Option("--perfetto", help="Chrome JSON trace events (ui.perfetto.dev).")
     ] = False,
-    comm: CommOpt = None,
-    tid: TidOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
+    *,
+    opts: "Options",
 ) -> None:
     """Convert a trace for another viewer."""
     if not perfetto:
         raise UsageError("choose an export format: --perfetto")
     from lktrace.replay.perfetto import export_perfetto
 
-    filters = _options(comm=comm, tid=tid, since=since, until=until)
-    n = export_perfetto(read_trace(trace), output, drop_table=True, filters=filters)
+    n = export_perfetto(read_trace(trace), output, drop_table=True, filters=opts)
     out.print(f"wrote {output}: {n:,} trace events")
 
 
 @app.command()
+@with_options(*JUDGING[1:])  # both graph levels, always
 def diff(
     old: Annotated[Path, typer.Argument(help="The old trace (or a folder of traces).")],
     new: Annotated[Path, typer.Argument(help="The new trace (or a folder of traces).")],
     fmt: Annotated[DiffFormat, typer.Option("--format", "-f", help="Output.")] = DiffFormat["text"],
-    max_depth: MaxDepthOpt = MAX_DEPTH,
-    max_cycles: MaxCyclesOpt = MAX_CYCLES,
-    lock_class: ClassOpt = None,
-    comm: CommOpt = None,
-    tid: TidOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
     max_listed: Annotated[
         int, typer.Option(min=0, help="Text: entries shown per section (0: all).")
     ] = 50,
+    *,
+    opts: "Options",
 ) -> None:
     """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse).
 
@@ -298,7 +328,6 @@ def diff(
     from lktrace.replay.diff import compare, sides
     from lktrace.replay.render_diff import render_diff
 
-    opts = _options(Level["both"], max_depth, max_cycles, lock_class, comm, tid, since, until)
     files = [expand_traces([side]) for side in (old, new)]
     for p in files[1]:  # a bad new file fails before the old side is analysed
         read_meta(p)
