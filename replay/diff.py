@@ -79,8 +79,8 @@ def compare(a: Side, b: Side) -> Diff:
         notes.append(f"no release events in {', '.join(blind)}: only wait times are compared")
         return Diff("same", a.analysis.traces, b.analysis.traces, notes, timing=_timing(a, b))
     wanted = a.opts.classes  # --class: only changes on these lock classes
-    added = [c for c in (_ordering(b, a, k) for k in _only(b, a)) if _on(wanted, c.witness)]
-    gone = [c for c in (_ordering(a, b, k) for k in _only(a, b)) if _on(wanted, c.witness)]
+    added = [c for c in (_ordering(b, a, k) for k in b.only(a)) if _on(wanted, c.witness)]
+    gone = [c for c in (_ordering(a, b, k) for k in a.only(b)) if _on(wanted, c.witness)]
 
     fixed, unexercised, remaining, introduced = [], [], [], []
     for key, inv in a.cycles.items():
@@ -130,13 +130,6 @@ def _ran(side: Side, key: Key) -> bool:
     return (key[0], key[1], key[3]) in side.taken
 
 
-def _only(side: Side, other: Side) -> list[Key]:
-    """The listed orderings of ``side`` that ``other`` lacks, sorted."""
-    return sorted(
-        k for k in side.orderings.keys() - other.orderings.keys() if side.orderings[k].listed
-    )
-
-
 def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
     level, src, dst, path = key
     return OrderingChange(
@@ -144,8 +137,8 @@ def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
         src,
         dst,
         path,
-        side.orderings[key].count,
-        key[:3] in other.edge_paths,
+        int(side.row(key)["count"]),
+        bool(other.paths_of(key[:3])),
         _ran(other, key),
         side.witness(key),
     )
@@ -153,8 +146,8 @@ def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
 
 def _status(a: Side, b: Side, key: Key) -> str:
     """How an ordering of either side fares in the new trace."""
-    if key in a.orderings:
-        return "kept" if key in b.orderings else "removed" if _ran(b, key) else "not_exercised"
+    if a.has(key):
+        return "kept" if b.has(key) else "removed" if _ran(b, key) else "not_exercised"
     return "added"
 
 
@@ -165,7 +158,7 @@ def _cycle(a: Side, b: Side, key: CycleKey, inv: Inversion) -> CycleChange:
     exercised = True  # for a new cycle: the old trace ran a call path of every new edge
     for w in inv.edges:
         edge = (level, lock_key(level, w.src, w.src_class), lock_key(level, w.dst, w.dst_class))
-        was, now = a.edge_paths.get(edge, []), b.edge_paths.get(edge, [])
+        was, now = a.paths_of(edge), b.paths_of(edge)
         paths = [PathStatus(p, _status(a, b, (*edge, p))) for p in sorted({*was, *now})]
         if was and now:
             status = "kept"
