@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lktrace.options import MAX_CYCLES, MAX_DEPTH
 from lktrace.replay.anomalies import find_anomalies
 from lktrace.replay.deadlocks import find_deadlocks
 from lktrace.replay.findings import Analysis, Inversion
@@ -22,15 +23,12 @@ from lktrace.trace import Trace
 
 __all__ = ["LEVELS", "Options", "analysis", "analyze"]
 
-#: --max-cycles unless told: cycles listed per graph before the search gives up listing.
-MAX_CYCLES = 200
-
 
 @dataclass
 class Options(Filters):
     """What to replay (:class:`Filters`) and how to judge it."""
 
-    max_depth: int = 2
+    max_depth: int = MAX_DEPTH
     max_cycles: int = MAX_CYCLES
     classes: set[str] = field(default_factory=set)  # report only findings on these classes
 

@@ -38,7 +38,7 @@ from lktrace.replay.changes import (
     PathStatus,
     Timing,
 )
-from lktrace.replay.findings import Inversion
+from lktrace.replay.findings import Inversion, Witness
 from lktrace.replay.identity import CycleKey, lock_key
 from lktrace.replay.side import Key, Side
 from lktrace.replay.state import replay
@@ -78,8 +78,9 @@ def compare(a: Side, b: Side) -> Diff:
     if blind:  # held sets, hence orders and nesting, are unknown on that side
         notes.append(f"no release events in {', '.join(blind)}: only wait times are compared")
         return Diff("same", a.analysis.traces, b.analysis.traces, notes, timing=_timing(a, b))
-    added = [_ordering(b, a, k) for k in _only(b, a)]
-    gone = [_ordering(a, b, k) for k in _only(a, b)]
+    wanted = a.opts.classes  # --class: only changes on these lock classes
+    added = [c for c in (_ordering(b, a, k) for k in b.only(a)) if _on(wanted, c.witness)]
+    gone = [c for c in (_ordering(a, b, k) for k in a.only(b)) if _on(wanted, c.witness)]
 
     fixed, unexercised, remaining, introduced = [], [], [], []
     for key, inv in a.cycles.items():
@@ -93,8 +94,8 @@ def compare(a: Side, b: Side) -> Diff:
     for lock, path in sorted(a.nesting.keys() | b.nesting.keys()):
         was, now = a.nesting_at(lock, path), b.nesting_at(lock, path)
         how = _nesting_change(was, now)
-        if how:
-            cls = (a.nesting.get((lock, path)) or b.nesting[(lock, path)])[1]
+        cls = (a.nesting.get((lock, path)) or b.nesting[(lock, path)])[1]
+        if how and (not wanted or cls in wanted):
             depth.append(DepthChange(cls, lock, path, was, now, how))
 
     worse = introduced or any(d.change == "worse" for d in depth)
@@ -115,20 +116,18 @@ def compare(a: Side, b: Side) -> Diff:
         inversions_remaining=_sorted(remaining),
         inversions_not_exercised=_sorted(unexercised),
         depth_changes=depth,
-        timing=_timing(a, b),
+        timing=[t for t in _timing(a, b) if not wanted or t.lock_class in wanted],
     )
+
+
+def _on(classes: set[str], w: Witness) -> bool:
+    """Whether an ordering's witness is on one of ``classes`` (all when none are given)."""
+    return not classes or w.src_class in classes or w.dst_class in classes
 
 
 def _ran(side: Side, key: Key) -> bool:
     """Whether ``side`` took the ordering's first lock on its call path."""
     return (key[0], key[1], key[3]) in side.taken
-
-
-def _only(side: Side, other: Side) -> list[Key]:
-    """The listed orderings of ``side`` that ``other`` lacks, sorted."""
-    return sorted(
-        k for k in side.orderings.keys() - other.orderings.keys() if side.orderings[k].listed
-    )
 
 
 def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
@@ -138,8 +137,8 @@ def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
         src,
         dst,
         path,
-        side.orderings[key].count,
-        key[:3] in other.edge_paths,
+        int(side.row(key)["count"]),
+        bool(other.paths_of(key[:3])),
         _ran(other, key),
         side.witness(key),
     )
@@ -147,8 +146,8 @@ def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
 
 def _status(a: Side, b: Side, key: Key) -> str:
     """How an ordering of either side fares in the new trace."""
-    if key in a.orderings:
-        return "kept" if key in b.orderings else "removed" if _ran(b, key) else "not_exercised"
+    if a.has(key):
+        return "kept" if b.has(key) else "removed" if _ran(b, key) else "not_exercised"
     return "added"
 
 
@@ -159,7 +158,7 @@ def _cycle(a: Side, b: Side, key: CycleKey, inv: Inversion) -> CycleChange:
     exercised = True  # for a new cycle: the old trace ran a call path of every new edge
     for w in inv.edges:
         edge = (level, lock_key(level, w.src, w.src_class), lock_key(level, w.dst, w.dst_class))
-        was, now = a.edge_paths.get(edge, []), b.edge_paths.get(edge, [])
+        was, now = a.paths_of(edge), b.paths_of(edge)
         paths = [PathStatus(p, _status(a, b, (*edge, p))) for p in sorted({*was, *now})]
         if was and now:
             status = "kept"

@@ -57,14 +57,16 @@ def find_inversions(
     if not len(cyclic):
         return [], []
     # most trusted first: seen most often, then seen first
-    first_ts = state.events.ts[state.pairs.attempt[graph.occurrences[graph.first[cyclic]]]]
+    first_ts = state.events.ts[state.pairs.attempt[graph.first_pairs[cyclic]]]
     cyclic = cyclic[np.lexsort((first_ts, -graph.count[cyclic]))]
     prefer = _deadlocked_pairs(state, graph, links)
     evidence = Evidence(state, graph, prefer)
     found: list[Inversion] = []
     budget, cut, dropped = max_cycles, False, 0
-    for c in np.unique(comp[graph.src[cyclic]]).tolist():
-        edges = cyclic[comp[graph.src[cyclic]] == c]
+    # the edges of each component together, most trusted first within it
+    cyclic = cyclic[np.argsort(comp[graph.src[cyclic]], kind="stable")]
+    starts = np.flatnonzero(np.r_[True, np.diff(comp[graph.src[cyclic]]) != 0])
+    for edges in np.split(cyclic, starts[1:]):
         contradictions, more = _component(graph, edges, budget)
         budget -= sum(len(x[2]) for x in contradictions)
         cut = cut or more
@@ -76,7 +78,7 @@ def find_inversions(
             if inv is not None:
                 found.append(replace(inv, cycles_cut=cut))
     notes = []
-    if cut:
+    if cut and found:
         notes.append(
             f"{level} graph has more than {max_cycles} elementary cycles (--max-cycles): "
             "each finding still shows its shortest cycle; the longer ones counted stop there"

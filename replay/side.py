@@ -10,15 +10,12 @@ and hold times of each class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.changes import NESTING_KINDS, Nesting
 from lktrace.replay.findings import Witness
-from lktrace.replay.graph import Graph
 from lktrace.replay.histogram import class_times
 from lktrace.replay.identity import cycle_identity, lock_key
 from lktrace.replay.paths import CallPath
@@ -27,20 +24,25 @@ from lktrace.trace import frame_symbol
 
 #: An ordering: (level, from lock, to lock, call path that held "from").
 Key = tuple[str, str, str, CallPath]
+#: The columns that key the ``orderings`` table; ``path`` holds :func:`path_key`.
+INDEX = ["level", "src", "dst", "path"]
 
 
-@dataclass
-class Ordering:
-    """Where one ordering occurs in its side's graph."""
-
-    graph: Graph
-    pair: int  # the first occurrence, for the witness
-    count: int
-    listed: bool  # an edge diff reports: class edges, instance edges within one class
+def path_key(path: CallPath) -> str:
+    """A call path as one string, for tables (symbols hold no newline)."""
+    return "\n".join(path)
 
 
 class Side:
-    """One side of the diff, analysed and keyed by names and call paths."""
+    """One side of the diff, analysed and keyed by names and call paths.
+
+    ``orderings`` is a table indexed by (level, from lock, to lock, call path
+    key), with each ordering's ``count``, first ordering ``pair`` (the
+    witness) and whether diff lists it (``listed``: class edges, instance
+    edges within one class).  It is built and matched with pandas, so a
+    trace's million orderings cost no Python each; only the orderings that
+    differ between the sides become objects.
+    """
 
     def __init__(self, state: ReplayState, opts: Options) -> None:
         self.state = state
@@ -58,9 +60,8 @@ class Side:
         self.hold_path = state.hold_paths
         self.taken = self._taken()
         self.orderings = self._orderings()
-        self.edge_paths: dict[tuple[str, str, str], list[CallPath]] = {}
-        for key in self.orderings:
-            self.edge_paths.setdefault(key[:3], []).append(key[3])
+        # sorted, with sorted levels: an edge's paths are one slice
+        self._by_edge = self.orderings.reset_index().sort_values(INDEX).set_index(INDEX)
         self.cycles = {cycle_identity(inv): inv for inv in self.analysis.inversions}
         self.guarded = {cycle_identity(inv): inv for inv in self.analysis.guarded}
         self.nesting = {} if state.no_releases else self._nesting()
@@ -73,10 +74,12 @@ class Side:
             out.add(("instance", self.inst_key[i], self.paths[p]))
         return out
 
-    def _orderings(self) -> dict[Key, Ordering]:
-        """Every ordering of both graphs, by key."""
+    def _orderings(self) -> pd.DataFrame:
+        """Every ordering of both graphs, keyed by names and call path (see the class)."""
         state = self.state
-        orderings: dict[Key, Ordering] = {}
+        self._path_of = {path_key(p): p for p in self.paths.paths}
+        keys_of_path = np.array(list(self._path_of), object)
+        frames = []
         for graph in state.graphs.values():
             keys = np.asarray(self.cls_key if graph.level == "class" else self.inst_key, object)
             e, path, first, count = state.ordering_paths(graph)
@@ -88,26 +91,46 @@ class Side:
             )
             # two anonymous locks of one class have the same key: nothing to match them by
             keep = np.flatnonzero(keys[src] != keys[dst])
-            for s, d, p, pair, n, shown in zip(
-                keys[src[keep]].tolist(),
-                keys[dst[keep]].tolist(),
-                path[keep].tolist(),
-                first[keep].tolist(),
-                count[keep].tolist(),
-                listed[keep].tolist(),
-                strict=True,
-            ):
-                key = (graph.level, s, d, self.paths[p])
-                if key in orderings:
-                    orderings[key].count += n
-                else:
-                    orderings[key] = Ordering(graph, pair, n, shown)
-        return orderings
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "level": graph.level,
+                        "src": keys[src[keep]],
+                        "dst": keys[dst[keep]],
+                        "path": keys_of_path[path[keep]],
+                        "pair": first[keep],
+                        "count": count[keep],
+                        "listed": listed[keep],
+                    }
+                )
+            )
+        # locks that share a key (instances of a class on two boots) add up
+        by = pd.concat(frames, ignore_index=True).groupby(INDEX, sort=False)
+        return by.agg(pair=("pair", "first"), count=("count", "sum"), listed=("listed", "first"))
+
+    def has(self, key: Key) -> bool:
+        return (*key[:3], path_key(key[3])) in self.orderings.index
+
+    def row(self, key: Key) -> pd.Series:
+        return self.orderings.loc[(*key[:3], path_key(key[3]))]
+
+    def paths_of(self, edge: tuple[str, str, str]) -> list[CallPath]:
+        """The call paths this side took an edge ``(level, from, to)`` on."""
+        try:
+            found = self._by_edge.loc[edge]
+        except KeyError:
+            return []
+        return [self._path_of[k] for k in found.index]
+
+    def only(self, other: Side) -> list[Key]:
+        """The listed orderings of this side that ``other`` lacks, sorted."""
+        mine = self.orderings[self.orderings["listed"].to_numpy()]
+        missing = mine.index[~mine.index.isin(other.orderings.index)]
+        return sorted((lv, s, d, self._path_of[p]) for lv, s, d, p in missing)
 
     def witness(self, key: Key) -> Witness:
         """The first occurrence of an ordering."""
-        o = self.orderings[key]
-        return self.state.witness(o.graph.level, o.pair)
+        return self.state.witness(key[0], int(self.row(key)["pair"]))
 
     def _nesting(self) -> dict[tuple[str, CallPath], tuple[Nesting, str]]:
         """Per (lock, call path) that nested: its worst nesting, and the lock's class."""
