@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lktrace.replay.order import TABLES, Order, TraceInfo
@@ -40,6 +39,9 @@ SUMMARY_KEY = f"{META_PREFIX}summary"
 #: Vocabulary records: (record name, Order attribute).
 _VOCABS = (("class", "classes"), ("name", "names"), ("caller", "callers"), ("comm", "comms"))
 _INT_COLUMNS = sorted({c for cols in TABLES.values() for c in cols})
+_KINDS = [*TABLES, *(rec for rec, _ in _VOCABS), "stack"]
+#: Records per row group.
+GROUP_ROWS = 1 << 18
 SCHEMA = pa.schema(
     [("record", pa.dictionary(pa.int8(), pa.string())), ("text", pa.string())]
     + [(c, pa.int64()) for c in _INT_COLUMNS]
@@ -56,24 +58,21 @@ def _meta_dict(meta: TraceMeta) -> dict[str, Any]:
     return {f.name: getattr(meta, f.name) for f in fields(meta) if f.name != "stacks"}
 
 
-def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Path:
-    """Write ``order`` (and the filters it was made with) as a summary file."""
-    parts = []
+def _records(order: Order):
+    """(record kind, columns) of every record kind of ``order``, tables then vocabularies."""
     for name, cols in TABLES.items():
-        table = order[name]
-        n = order.size(name)
-        arrays = {"record": pa.array([name] * n).dictionary_encode()}
-        arrays.update({c: pa.array(np.asarray(table[c], np.int64)) for c in cols})
-        parts.append(pa.table(arrays))
-    vocab = [(rec, getattr(order, attr)) for rec, attr in _VOCABS]
-    vocab.append(("stack", ["\n".join(frames) for frames in order.stacks]))
-    for rec, values in vocab:
-        parts.append(
-            pa.table({"record": pa.array([rec] * len(values)).dictionary_encode(), "text": values})
-        )
-    table = pa.concat_tables(
-        [_conform(p) for p in parts], promote_options="default"
-    ).unify_dictionaries()
+        yield name, {c: np.asarray(order[name][c], np.int64) for c in cols}
+    for rec, attr in _VOCABS:
+        yield rec, {"text": list(getattr(order, attr))}
+    yield "stack", {"text": ["\n".join(frames) for frames in order.stacks]}
+
+
+def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Path:
+    """Write ``order`` (and the filters it was made with) as a summary file.
+
+    Row groups of at most :data:`GROUP_ROWS` records of one kind each, so that
+    neither writing nor reading ever holds all columns of all records.
+    """
     traces = [
         {
             "path": t.path,
@@ -90,30 +89,33 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
         f"{META_PREFIX}filters": json.dumps(filters, sort_keys=True),
         **writer_metadata(),
     }
-    table = table.replace_schema_metadata(kv)
+    kinds = pa.array(_KINDS)
     try:
-        pq.write_table(
-            table,
+        with pq.ParquetWriter(
             path,
+            SCHEMA.with_metadata(kv),
             compression="zstd",
-            row_group_size=1 << 20,
             # first witnesses come in time order: their deltas are small
             use_dictionary=[c for c in SCHEMA.names if c != "ts"],
             column_encoding={"ts": "DELTA_BINARY_PACKED"},
-        )
+        ) as w:
+            for kind, cols in _records(order):
+                n = len(next(iter(cols.values())))
+                for lo in range(0, n, GROUP_ROWS):
+                    hi = min(lo + GROUP_ROWS, n)
+                    code = np.full(hi - lo, _KINDS.index(kind), np.int8)
+                    arrays = []
+                    for f in SCHEMA:
+                        if f.name == "record":
+                            arrays.append(pa.DictionaryArray.from_arrays(code, kinds))
+                        elif f.name in cols:
+                            arrays.append(pa.array(cols[f.name][lo:hi], f.type))
+                        else:
+                            arrays.append(pa.nulls(hi - lo, f.type))
+                    w.write_table(pa.Table.from_arrays(arrays, schema=SCHEMA))
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"cannot write: {str(e).splitlines()[0]}") from e
     return Path(path)
-
-
-def _conform(part: pa.Table) -> pa.Table:
-    cols = []
-    for f in SCHEMA:
-        if f.name in part.column_names:
-            cols.append(part[f.name].cast(f.type))
-        else:
-            cols.append(pa.nulls(part.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
 def read_summary(path: str | Path) -> tuple[Order, dict[str, Any]]:
@@ -129,29 +131,30 @@ def read_summary(path: str | Path) -> tuple[Order, dict[str, Any]]:
             f"(this lktrace reads {SUMMARY_VERSION})",
         )
     try:
-        table = pf.read()
         traces = json.loads(kv[f"{META_PREFIX}traces"])
         filters = json.loads(kv.get(f"{META_PREFIX}filters", "{}"))
-        record = table["record"].combine_chunks()
-        kinds = record.dictionary.to_pylist()
-        codes = record.indices.to_numpy(zero_copy_only=False)
+        groups: dict[str, list[int]] = {}
+        for i in range(pf.metadata.num_row_groups):
+            record = pf.read_row_group(i, columns=["record"])["record"]
+            if len(record):
+                groups.setdefault(record[0].as_py(), []).append(i)
         order = Order()
         for t in traces:
             meta = TraceMeta(**t["meta"])
-            order.traces.append(
-                TraceInfo(t["path"], meta, t["events"], t["first_ns"], t["last_ns"])
-            )
-        rows = {k: np.flatnonzero(codes == i) for i, k in enumerate(kinds)}
-        none = np.zeros(0, np.int64)
+            info = TraceInfo(t["path"], meta, t["events"], t["first_ns"], t["last_ns"])
+            order.traces.append(info)
         for name, cols in TABLES.items():
-            at = rows.get(name, none)
-            order.tables[name] = {
-                c: pc.fill_null(table[c].take(at), -1).to_numpy().astype(np.int64) for c in cols
-            }
-        text = {k: table["text"].take(rows.get(k, none)).to_pylist() for k in kinds}
-        for rec, attr in _VOCABS:
-            setattr(order, attr, text.get(rec, []))
-        order.stacks = [s.split("\n") if s else [] for s in text.get("stack", [])]
+            if name in groups:
+                table = pf.read_row_groups(groups[name], columns=list(cols))
+                order.tables[name] = {c: table[c].to_numpy().astype(np.int64) for c in cols}
+            else:
+                order.tables[name] = {c: np.zeros(0, np.int64) for c in cols}
+        for rec, attr in [*_VOCABS, ("stack", "stacks")]:
+            at = groups.get(rec)
+            text = pf.read_row_groups(at, columns=["text"])["text"].to_pylist() if at else []
+            if rec == "stack":
+                text = [s.split("\n") if s else [] for s in text]
+            setattr(order, attr, text)
     except (KeyError, ValueError, TypeError, pa.ArrowException) as e:
         raise TraceError(path, f"malformed lock-order summary ({e})") from e
     return order, filters

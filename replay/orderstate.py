@@ -65,7 +65,11 @@ class OrderState(ReplayState):
             rows["other_task"][has_other],
             ATTEMPT,
         )
-        held_at = b.events(rows["held"], rows["ts"], rows["task"], ATTEMPT)
+        # one hold per site some ordering held: the held side of its witnesses
+        held_sites, row_hold = np.unique(rows["held"], return_inverse=True)
+        self._row_hold = row_hold.ravel()
+        n_held = len(held_sites)
+        held_at = b.events(held_sites, 0 * held_sites, 0 * held_sites, ATTEMPT)
         pend, op, ne, rel = (o[t] for t in ("pending", "open", "nesting", "releases"))
         pend_at = b.events(pend["site"], pend["ts"], pend["task"], ATTEMPT)
         open_at = b.events(op["site"], op["origin_ts"], op["task"], ATTEMPT)
@@ -112,27 +116,27 @@ class OrderState(ReplayState):
         )
         self.events = events
         file_end = np.array([t.last_ns for t in o.traces], np.int64)
-        # the holds: one per ordering (the held side of its witnesses), open ones, nested ones
-        hsite = np.r_[rows["held"], op["site"], ne["site"]].astype(np.int64)
+        # the holds: one per held site of the orderings, open ones, nested ones
+        hsite = np.r_[held_sites, op["site"], ne["site"]].astype(np.int64)
         n_open, n_nest = o.size("open"), o.size("nesting")
         origin = np.r_[held_at, open_at, nest_at]
-        acquired = np.r_[np.zeros(n_rows, np.int64), op["ts"], ne["ts"]]
+        acquired = np.r_[np.zeros(n_held, np.int64), op["ts"], ne["ts"]]
         released_ts = np.r_[
-            np.zeros(n_rows, np.int64),
+            np.zeros(n_held, np.int64),
             file_end[site["file"][op["site"]]] if n_open else np.zeros(0, np.int64),
             ne["ts"],
         ]
         holds = Holds(
-            task=np.r_[rows["task"], op["task"], ne["task"]].astype(np.int32),
+            task=np.r_[np.zeros(n_held, np.int64), op["task"], ne["task"]].astype(np.int32),
             inst=site["lock"][hsite].astype(np.int32),
             cls=site["cls"][hsite].astype(np.int32),
             start=origin,
             end=origin,
-            released=np.r_[np.ones(n_rows, bool), np.zeros(n_open, bool), np.ones(n_nest, bool)],
+            released=np.r_[np.ones(n_held, bool), np.zeros(n_open, bool), np.ones(n_nest, bool)],
             attempt_ts=acquired,
             acquired_ts=acquired,
             released_ts=released_ts,
-            depth=np.r_[np.ones(n_rows, np.int64), op["depth"], ne["depth"]].astype(np.int32),
+            depth=np.r_[np.ones(n_held, np.int64), op["depth"], ne["depth"]].astype(np.int32),
             origin=origin,
             before_start=np.zeros(len(hsite), bool),
             ask=origin,
@@ -141,12 +145,12 @@ class OrderState(ReplayState):
         depth_before[pend_at] = pend["depth"]
         self.replay = Replay(holds, depth_before, pend_at, rel_at, file_end)
         # the pairs: each ordering's witnesses, then (open hold, pending attempt) of a task
-        open_hold = n_rows + np.arange(n_open)
+        open_hold = n_held + np.arange(n_open)
         dl_hold, dl_att = _deadlock_pairs(op, pend, pend_at, open_hold, site)
-        hold = np.r_[np.arange(n_rows), has_other].astype(np.int64)
+        hold = np.r_[self._row_hold, self._row_hold[has_other]].astype(np.int64)
         attempt = np.r_[first_att, other_att].astype(np.int64)
         # a deadlocked task's pair that is also a witness takes the witness's place
-        rep = _witness_of(rows, has_other, op["site"][dl_hold - n_rows], e, dl_att)
+        rep = _witness_of(rows, has_other, op["site"][dl_hold - n_held], e, dl_att)
         hold[rep[rep >= 0]], attempt[rep[rep >= 0]] = dl_hold[rep >= 0], dl_att[rep >= 0]
         self._pairs = Pairs(
             hold=np.r_[hold, dl_hold[rep < 0]], attempt=np.r_[attempt, dl_att[rep < 0]]
@@ -266,7 +270,7 @@ class OrderState(ReplayState):
         key, width = self._edges[graph.level]
         valid = np.flatnonzero(key >= 0)
         edge = np.searchsorted(graph.src * width + graph.dst, key[valid])
-        path = self.hold_paths[valid]  # the witness hold of ordering i is hold i
+        path = self.hold_paths[self._row_hold[valid]]
         df = pd.DataFrame(
             {
                 "e": edge,
