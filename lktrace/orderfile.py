@@ -99,9 +99,11 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
             use_dictionary=[c for c in SCHEMA.names if c != "ts"],
             column_encoding={"ts": "DELTA_BINARY_PACKED"},
         ) as w:
+            batch: list[pa.Table] = []
+            rows = 0
             for kind, cols in _records(order):
                 n = len(next(iter(cols.values())))
-                for lo in range(0, n, GROUP_ROWS):
+                for lo in range(0, max(n, 1), GROUP_ROWS):
                     hi = min(lo + GROUP_ROWS, n)
                     code = np.full(hi - lo, _KINDS.index(kind), np.int8)
                     arrays = []
@@ -112,7 +114,13 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
                             arrays.append(pa.array(cols[f.name][lo:hi], f.type))
                         else:
                             arrays.append(pa.nulls(hi - lo, f.type))
-                    w.write_table(pa.Table.from_arrays(arrays, schema=SCHEMA))
+                    batch.append(pa.Table.from_arrays(arrays, schema=SCHEMA))
+                    rows += hi - lo
+                    if rows >= GROUP_ROWS:  # small kinds share a row group
+                        w.write_table(pa.concat_tables(batch), row_group_size=GROUP_ROWS)
+                        batch, rows = [], 0
+            if batch:
+                w.write_table(pa.concat_tables(batch), row_group_size=GROUP_ROWS)
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"cannot write: {str(e).splitlines()[0]}") from e
     return Path(path)
@@ -133,25 +141,49 @@ def read_summary(path: str | Path) -> tuple[Order, dict[str, Any]]:
     try:
         traces = json.loads(kv[f"{META_PREFIX}traces"])
         filters = json.loads(kv.get(f"{META_PREFIX}filters", "{}"))
-        groups: dict[str, list[int]] = {}
-        for i in range(pf.metadata.num_row_groups):
-            record = pf.read_row_group(i, columns=["record"])["record"]
-            if len(record):
-                groups.setdefault(record[0].as_py(), []).append(i)
+        record = pf.read(columns=["record"])["record"]
+        # each row group may spell its own dictionary: codes in _KINDS
+        codes = np.concatenate(
+            [
+                np.array([_KINDS.index(v) for v in c.dictionary.to_pylist()], np.int8)[
+                    c.indices.to_numpy()
+                ]
+                for c in record.chunks
+                if len(c)
+            ]
+            or [np.zeros(0, np.int8)]
+        )
+        names = _KINDS
+        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows
+                                  for i in range(pf.metadata.num_row_groups)])  # fmt: skip
+
+        def rows_of(kind: str, columns: list[str]) -> pa.Table | None:
+            """The records of ``kind`` (contiguous in the file), reading their row groups only."""
+            if kind not in names:
+                return None
+            at = np.flatnonzero(codes == names.index(kind))
+            if not len(at):
+                return None
+            lo, hi = int(at[0]), int(at[-1]) + 1
+            first = int(np.searchsorted(starts, lo, side="right")) - 1
+            last = int(np.searchsorted(starts, hi - 1, side="right")) - 1
+            table = pf.read_row_groups(list(range(first, last + 1)), columns=columns)
+            return table.slice(lo - int(starts[first]), hi - lo)
+
         order = Order()
         for t in traces:
             meta = TraceMeta(**t["meta"])
             info = TraceInfo(t["path"], meta, t["events"], t["first_ns"], t["last_ns"])
             order.traces.append(info)
         for name, cols in TABLES.items():
-            if name in groups:
-                table = pf.read_row_groups(groups[name], columns=list(cols))
-                order.tables[name] = {c: table[c].to_numpy().astype(np.int64) for c in cols}
-            else:
-                order.tables[name] = {c: np.zeros(0, np.int64) for c in cols}
+            table = rows_of(name, list(cols))
+            order.tables[name] = {
+                c: table[c].to_numpy().astype(np.int64) if table else np.zeros(0, np.int64)
+                for c in cols
+            }
         for rec, attr in [*_VOCABS, ("stack", "stacks")]:
-            at = groups.get(rec)
-            text = pf.read_row_groups(at, columns=["text"])["text"].to_pylist() if at else []
+            table = rows_of(rec, ["text"])
+            text = table["text"].to_pylist() if table else []
             if rec == "stack":
                 text = [s.split("\n") if s else [] for s in text]
             setattr(order, attr, text)
