@@ -8,6 +8,7 @@ dashed; the nodes of those cycles are outlined in the same colour.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -52,11 +53,8 @@ def _cycle_edges(inversions: list[Inversion], level: str) -> dict[tuple[str, str
 
 
 def lock_graph(run: Run, analysis: Analysis, level: str, max_edges: int | None = None) -> LockGraph:
-    """The ordering graph at ``level``; with ``max_edges``, the part around the cycles.
-
-    Trimming keeps the edges of inversions first, then of guarded cycles, then
-    edges between their nodes, edges touching them, and the most frequent others.
-    """
+    """The ordering graph at ``level``; with ``max_edges``, the part around the cycles
+    (see :func:`trimmed`)."""
     graph = run.graphs[level]
     inverted = _cycle_edges(analysis.inversions, level)
     guarded = _cycle_edges(analysis.guarded, level)
@@ -72,31 +70,52 @@ def lock_graph(run: Run, analysis: Analysis, level: str, max_edges: int | None =
         if style:
             for n in (s, d):
                 hot[n] = "inverted" if style == "inverted" else hot.get(n, style)
-    total = len(edges)
-    if max_edges is not None and total > max_edges:
-
-        def rank(e: Edge) -> tuple:
-            both, one = e.src in hot and e.dst in hot, e.src in hot or e.dst in hot
-            return (e.style != "inverted", not e.style, not both, not one, -e.count)
-
-        edges = sorted(edges, key=rank)[:max_edges]
     nodes = {n for e in edges for n in (e.src, e.dst)}
-    return LockGraph(level, {n: graph.labels[n] for n in sorted(nodes)}, edges, hot, total)
+    g = LockGraph(level, {n: graph.labels[n] for n in sorted(nodes)}, edges, hot, len(edges))
+    return g if max_edges is None else trimmed(g, max_edges)
+
+
+def trimmed(g: LockGraph, max_edges: int) -> LockGraph:
+    """``g`` cut to ``max_edges`` edges, keeping the part around the cycles.
+
+    Trimming keeps the edges of inversions first, then of guarded cycles, then
+    edges between their nodes, edges touching them, and the most frequent others.
+    """
+    if len(g.edges) <= max_edges:
+        return g
+
+    def rank(e: Edge) -> tuple:
+        both, one = e.src in g.hot and e.dst in g.hot, e.src in g.hot or e.dst in g.hot
+        return (e.style != "inverted", not e.style, not both, not one, -e.count)
+
+    edges = sorted(g.edges, key=rank)[:max_edges]
+    nodes = {n for e in edges for n in (e.src, e.dst)}
+    labels = {n: label for n, label in g.labels.items() if n in nodes}
+    return LockGraph(g.level, labels, edges, g.hot, g.total_edges)
 
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_dot(g: LockGraph) -> str:
-    """DOT text for ``g``: top-down, one node per lock (class or instance)."""
+def to_dot(g: LockGraph, across: bool = False, page: bool = False) -> str:
+    """DOT text for ``g``: one node per lock (class or instance), top-down or,
+    with ``across``, left to right.
+
+    With ``page``, for a report page: Graphviz guesses label widths from font
+    metrics, and the page draws labels in monospace, as wide as the Courier
+    Graphviz is then told to size for; edge labels get a space either side.
+    """
+    font, pad = ("Courier", " ") if page else ("Helvetica", "")
     lines = [
         f"digraph {_quote('lock order (' + g.level + ')')} {{",
-        "  rankdir=TB;",
+        f"  rankdir={'LR' if across else 'TB'};",
         '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", '
-        'fontname="Helvetica", fontsize=11];',
-        '  edge [fontname="Helvetica", fontsize=9, color="#616161"];',
+        f'fontname="{font}", fontsize=11];',
+        f'  edge [fontname="{font}", fontsize=9, color="#616161"];',
     ]
+    if page and not across:
+        lines.append("  nodesep=0.4;")  # labels of an AB-BA pair side by side, kept apart
     if len(g.edges) > PACK_ABOVE:
         # side by side, a big graph's components make a page-wide strip; Graphviz
         # 2.43 drops edge labels when packing, which a graph this size can spare
@@ -108,7 +127,7 @@ def to_dot(g: LockGraph) -> str:
             extra = f', color="{colour[g.hot[n]]}", penwidth=2, fillcolor="#ffffff"'
         lines.append(f"  n{n} [label={_quote(label)}{extra}];")
     for e in g.edges:
-        label = e.label + (f" \u00d7{e.count}" if e.count > 1 else "")
+        label = pad + e.label + (f" \u00d7{e.count}" if e.count > 1 else "") + pad
         attrs = [f"label={_quote(label)}"]
         if e.style == "inverted":
             attrs.append(f'color="{RED}", fontcolor="{RED}", penwidth=2')
@@ -132,18 +151,24 @@ def analyze_dot(
     return to_dot(lock_graph(run, analysis, level)), analysis
 
 
-def graphviz_svg(dot_text: str, timeout: float = 30) -> str | None:
-    """Lay out ``dot_text`` with Graphviz ``dot``; None when it is not installed or fails."""
+def graphviz_svgs(dot_texts: list[str], timeout: float = 60) -> list[str] | None:
+    """Lay out each of ``dot_texts`` with one run of Graphviz ``dot``: one SVG each.
+
+    None when ``dot`` is not installed or fails.  The SVGs come without their
+    XML prolog and doctype: they go inline in HTML.
+    """
     exe = shutil.which("dot")
     if exe is None:
         return None
     try:
         proc = subprocess.run(
-            [exe, "-Tsvg"], input=dot_text, capture_output=True, text=True, timeout=timeout
+            [exe, "-Tsvg"],
+            input="".join(dot_texts),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode != 0:
-        return None
-    svg = proc.stdout
-    return svg[svg.find("<svg") :]  # drop the XML prolog and doctype: it goes inline in HTML
+    svgs = re.findall(r"<svg\b.*?</svg>", proc.stdout, re.S)
+    return svgs if proc.returncode == 0 and len(svgs) == len(dot_texts) else None

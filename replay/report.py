@@ -24,14 +24,13 @@ from pathlib import Path
 from lktrace.console import fmt_count, fmt_ns
 from lktrace.replay.analyze import Options, Run, select
 from lktrace.replay.changes import Diff
-from lktrace.replay.dot import LockGraph, function, graphviz_svg, lock_graph, to_dot
+from lktrace.replay.dot import function
+from lktrace.replay.figures import Drawings
 from lktrace.replay.findings import ERROR_KINDS, Analysis, Anomaly, Deadlock, Inversion, Witness
-from lktrace.replay.layout import layered_svg
 from lktrace.replay.render import lock_label, scenario_rows, stamp
 from lktrace.replay.timeline import Mark, Timelines
 from lktrace.trace import Trace, TraceError
 
-MAX_GRAPH_EDGES = 60
 MAX_CARDS = 40  # findings drawn with a timeline; the rest are listed
 MAX_ROWS = 500  # findings listed at most
 PALETTE = ("#1e88e5", "#f4511e", "#8e24aa", "#43a047", "#fb8c00", "#00897b", "#6d4c41")
@@ -58,6 +57,10 @@ class Page:
     @cached_property
     def timelines(self) -> Timelines:
         return Timelines(self.run)
+
+    @cached_property
+    def drawings(self) -> Drawings:
+        return Drawings(self.run, self.analysis)
 
 
 def build_page(
@@ -86,7 +89,7 @@ def render_html(page: Page) -> str:
         f"<header><h1>lktrace report</h1>{_header(page)}</header>",
         "<main>",
         _contents(a, "r"),
-        _graphs(page, "r"),
+        page.drawings.graphs("r"),
         _findings(page, "r"),
         "</main>",
     ]
@@ -107,7 +110,7 @@ def render_diff_html(before: Page, after: Page, lines: Sequence[str] = ()) -> st
     for page, prefix, st in zip((before, after), ("a", "b"), status, strict=True):
         columns.append(
             f'<section class="column"><h2>{escape(page.label)}</h2>{_header(page)}'
-            f"{_contents(page.analysis, prefix, st)}{_graphs(page, prefix)}"
+            f"{_contents(page.analysis, prefix, st)}{page.drawings.graphs(prefix)}"
             f"{_findings(page, prefix, st)}</section>"
         )
     gone = len(keys[0] - keys[1])
@@ -250,50 +253,19 @@ def _status_badge(f: Finding, status: Callable | None) -> str:
     return f' <span class="badge {st}">{ {"kept": "in both"}.get(st, st) }</span>'
 
 
-# -- the graph ----------------------------------------------------------------
-
-
-def _graphs(page: Page, prefix: str) -> str:
-    """The class graph (or instance graph), plus the instance graph of instance-level cycles."""
-    run, a = page.run, page.analysis
-    levels = list(run.graphs)
-    if "instance" in levels and len(levels) == 2:
-        wanted = any(i.level == "instance" for i in [*a.inversions, *a.guarded])
-        levels = ["class", "instance"] if wanted else ["class"]
-    parts = []
-    for level in levels:
-        g = lock_graph(run, a, level, MAX_GRAPH_EDGES)
-        if not g.edges:
-            parts.append(f'<p class="empty">No {level} ordering edges.</p>')
-            continue
-        svg = _graph_svg(g, f"{prefix}-{level}")
-        cut = f" ({len(g.edges)} of {g.total_edges} edges)" if len(g.edges) < g.total_edges else ""
-        parts.append(
-            f'<figure class="graph"><div class="scroll">{svg}</div><figcaption>{level} graph'
-            f"{cut}: red edges close an inversion, green dashed ones a guarded cycle; "
-            "labels name the function that took the second lock.</figcaption></figure>"
-        )
-    return f'<section class="graphs"><h2>Lock order</h2>{"".join(parts)}</section>'
-
-
-def _graph_svg(g: LockGraph, uid: str) -> str:
-    svg = graphviz_svg(to_dot(g))
-    if svg is None:
-        return layered_svg(g, uid)
-    # Graphviz numbers its ids from 1 in every drawing: keep them unique on the page.
-    svg = svg.replace(' id="', f' id="{uid}-')
-    return svg.replace("<svg ", '<svg class="lockgraph" ', 1)
-
-
 # -- findings -----------------------------------------------------------------
 
 
 def _findings(page: Page, prefix: str, status: Callable | None = None) -> str:
     cards = []
     rows = []
-    for i, (f, title) in enumerate(_titled(page.analysis)):
+    titled = _titled(page.analysis)
+    drawn = [f for f, _ in titled[:MAX_CARDS]]
+    figures = page.drawings.findings(drawn, [f"{prefix}-f{i}" for i in range(len(drawn))])
+    for i, (f, title) in enumerate(titled):
         if i < MAX_CARDS:
-            cards.append(_card(page, f, title, f"{prefix}-f{i}", _status_badge(f, status)))
+            badge = _status_badge(f, status)
+            cards.append(_card(page, f, title, f"{prefix}-f{i}", badge, figures[i]))
         elif len(rows) < MAX_ROWS:
             rows.append(f'<tr id="{prefix}-f{i}"><td>{escape(title)}</td></tr>')
     if rows:
@@ -314,11 +286,11 @@ class _Card:
     closing: str = ""  # how to label the latest mark
 
 
-def _card(page: Page, f: Finding, title: str, anchor: str, badge: str) -> str:
+def _card(page: Page, f: Finding, title: str, anchor: str, badge: str, figure: str) -> str:
     if isinstance(f, Deadlock):
-        card = _deadlock(f)
+        card = _deadlock(f, figure)
     elif isinstance(f, Inversion):
-        card = _inversion(f)
+        card = _inversion(f, figure)
     else:
         card = _anomaly(f)
     cls = "err" if _is_error(f) else "warn"
@@ -377,7 +349,7 @@ def _stacks(pairs: list[tuple[str, list[str]]], summary: str = "stacks") -> str:
     return f"<details><summary>{escape(summary)}</summary>{blocks}</details>"
 
 
-def _deadlock(d: Deadlock) -> _Card:
+def _deadlock(d: Deadlock, figure: str) -> _Card:
     rows = []
     for t in d.tasks:
         w = t.waits_for
@@ -408,10 +380,10 @@ def _deadlock(d: Deadlock) -> _Card:
     colour = _palette(
         [t.waits_for.lock_name for t in d.tasks] + [h.lock_name for t in d.tasks for h in t.holds]
     )
-    return _Card(table + stacks, marks, colour, "deadlock")
+    return _Card(figure + table + stacks, marks, colour, "deadlock")
 
 
-def _inversion(inv: Inversion) -> _Card:
+def _inversion(inv: Inversion, figure: str) -> _Card:
     tags = [inv.level]
     if inv.deadlocked:
         tags.append("deadlocked in this trace")
@@ -425,8 +397,8 @@ def _inversion(inv: Inversion) -> _Card:
         )
     tasks_txt = ", ".join(f"{t['comm']}/{t['tid']}" for t in inv.tasks)
     parts.append(f"<p>Tasks that took these orders: {escape(tasks_txt)}</p>")
-    if len(inv.edges) == 2:
-        parts.append(_scenario(inv.edges))
+    scenario = _scenario(inv.edges) if len(inv.edges) == 2 else ""
+    parts.append(f'<div class="glance">{figure}{scenario}</div>')
     for w in inv.edges:
         parts.append(_witness(w))
     marks = [((w.file, w.tid), w.ts_ns, f"{w.src} \u2192 {w.dst}") for w in inv.edges]

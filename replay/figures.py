@@ -1,0 +1,119 @@
+"""The lock-order drawings of a report page: one per finding, and the whole graph.
+
+Each finding gets a figure of the locks it is about (:mod:`.subgraph`), drawn
+at its natural size, so that a node label is as tall as the page's text; a
+figure wider than its column scrolls sideways rather than shrinking.  The
+whole graph sits folded in a ``<details>``, also at natural size, in a box
+that scrolls both ways and that report.js gives zoom buttons.  Graphviz lays
+everything out in one run of ``dot`` per page part; without it, the built-in
+layered layout (:mod:`.layout`) does.  Either way a graph whose top-down
+drawing would be a wide strip is drawn left to right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from lktrace.replay.analyze import Run
+from lktrace.replay.dot import LockGraph, graphviz_svgs, lock_graph, to_dot, trimmed
+from lktrace.replay.findings import Analysis, Anomaly, Deadlock, Inversion
+from lktrace.replay.layout import across, layered_svg
+from lktrace.replay.subgraph import Part, deadlock_part, inversion_part
+
+MAX_GRAPH_EDGES = 60  # of the whole graph drawn; the edges around the cycles first
+
+Finding = Deadlock | Inversion | Anomaly
+
+
+def draw(graphs: Sequence[LockGraph], uids: Sequence[str]) -> list[str]:
+    """SVG drawings of ``graphs``, their ids prefixed with ``uids`` to be unique on the page."""
+    sideways = [across(g) for g in graphs]
+    svgs = graphviz_svgs([to_dot(g, a, page=True) for g, a in zip(graphs, sideways, strict=True)])
+    if svgs is None:
+        return [layered_svg(g, uid, a) for g, uid, a in zip(graphs, uids, sideways, strict=True)]
+    # Graphviz numbers its ids from 1 in every drawing: keep them unique on the page.
+    return [
+        svg.replace(' id="', f' id="{uid}-').replace("<svg ", '<svg class="lockgraph" ', 1)
+        for svg, uid in zip(svgs, uids, strict=True)
+    ]
+
+
+class Drawings:
+    """The graphs of one analysed run, built once per level, and the figures drawn from them."""
+
+    def __init__(self, run: Run, analysis: Analysis) -> None:
+        self.run = run
+        self.analysis = analysis
+        self._whole: dict[str, LockGraph] = {}
+
+    def whole(self, level: str) -> LockGraph:
+        """The untrimmed ordering graph at ``level``."""
+        if level not in self._whole:
+            self._whole[level] = lock_graph(self.run, self.analysis, level)
+        return self._whole[level]
+
+    def part(self, f: Finding) -> Part | None:
+        """What the figure of ``f`` shows; None for findings without a cycle (anomalies)."""
+        if isinstance(f, Deadlock):
+            return deadlock_part(f)
+        if isinstance(f, Inversion):
+            return inversion_part(self.whole(f.level), f)
+        return None
+
+    def findings(self, found: Sequence[Finding], uids: Sequence[str]) -> list[str]:
+        """A figure per finding (an empty string for an anomaly)."""
+        parts = [self.part(f) for f in found]
+        drawn = [(i, p) for i, p in enumerate(parts) if p is not None]
+        svgs = draw([p.graph for _, p in drawn], [f"{uids[i]}-cycle" for i, _ in drawn])
+        out = [""] * len(found)
+        for (i, p), svg in zip(drawn, svgs, strict=True):
+            out[i] = _figure(found[i], p, svg)
+        return out
+
+    def graphs(self, prefix: str) -> str:
+        """The whole class graph (or instance graph), plus the instance graph of
+        instance-level cycles, each folded."""
+        a = self.analysis
+        levels = list(self.run.graphs)
+        if "instance" in levels and len(levels) == 2:
+            wanted = any(i.level == "instance" for i in [*a.inversions, *a.guarded])
+            levels = ["class", "instance"] if wanted else ["class"]
+        shown = [trimmed(self.whole(level), MAX_GRAPH_EDGES) for level in levels]
+        drawn = [g for g in shown if g.edges]
+        svgs = iter(draw(drawn, [f"{prefix}-{g.level}" for g in drawn]))
+        # with nothing found, the graph is all there is to see: open it
+        folded = "" if a.deadlocks or a.inversions or a.guarded else " open"
+        parts = []
+        for g in shown:
+            if not g.edges:
+                parts.append(f'<p class="empty">No {g.level} ordering edges.</p>')
+                continue
+            cut = f", {len(g.edges)} shown" if len(g.edges) < g.total_edges else ""
+            parts.append(
+                f'<details class="whole"{folded}><summary>The whole {g.level} graph: '
+                f"{len(g.labels)} locks, {g.total_edges} orderings{cut}</summary>"
+                f'<figure class="graph whole"><div class="scroll">{next(svgs)}</div>'
+                f"<figcaption>{g.level} graph: red edges close an inversion, green dashed "
+                "ones a guarded cycle; labels name the function that took the second lock."
+                "</figcaption></figure></details>"
+            )
+        return f'<section class="graphs"><h2>Lock order</h2>{"".join(parts)}</section>'
+
+
+def _figure(f: Finding, part: Part, svg: str) -> str:
+    if isinstance(f, Deadlock):
+        what = "The locks of the deadlock: from each lock a task held to the lock it waits for"
+        more = f"; {part.left_out} more locks the tasks held are left out"
+    else:
+        colour = "green and dashed" if f.gate else "red"
+        what = (
+            f"The locks of this cycle ({f.level} graph): its edges in {colour}, each labelled "
+            "with the function that took the second lock"
+        )
+        more = f"; {part.left_out} more locks ordered against these are in the whole graph"
+    caption = what + (more if part.left_out else "")
+    return (
+        f'<figure class="cycle"><div class="scroll">{svg}</div>'
+        f"<figcaption>{escape(caption)}.</figcaption></figure>"
+    )

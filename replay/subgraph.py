@@ -1,0 +1,75 @@
+"""The part of the lock-ordering graph that one finding is about.
+
+An inversion's part is the locks of its cycle, the cycle's edges in the
+finding's colour (each labelled with its own witness), any other ordering
+between those locks in grey, and the locks directly ordered before or after
+them when there are few of them; a guarded cycle's gate is always kept.  A
+deadlock that happened is drawn from what its tasks held and waited for: an
+edge from each lock a task held to the lock it was waiting for, labelled with
+the task (the card's table says where it waited).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from lktrace.replay.dot import Edge, LockGraph, function
+from lktrace.replay.findings import Deadlock, Inversion, LockRef
+from lktrace.replay.render import lock_label
+
+NEIGHBOURS = 4  # locks next to a cycle drawn at most; with more, they are only counted
+
+
+@dataclass
+class Part:
+    """A finding's drawing, and how many neighbouring locks it leaves out."""
+
+    graph: LockGraph
+    left_out: int = 0
+
+
+def inversion_part(whole: LockGraph, inv: Inversion) -> Part:
+    """The locks of ``inv``'s cycle in ``whole`` (its level's untrimmed graph)."""
+    ids = {label: n for n, label in whole.labels.items()}
+    style = "guarded" if inv.gate else "inverted"
+    own = {(ids[w.src], ids[w.dst]): function(w.caller) for w in inv.edges}
+    cycle = {n for edge in own for n in edge}
+    inner, outer = [], []
+    for e in whole.edges:
+        ends = (e.src in cycle) + (e.dst in cycle)
+        if ends == 2:
+            label = own.get((e.src, e.dst))
+            inner.append(replace(e, style=style, label=label) if label else replace(e, style=""))
+        elif ends == 1:
+            outer.append(replace(e, style=""))
+    around = {n for e in outer for n in (e.src, e.dst)} - cycle
+    keep = around if len(around) <= NEIGHBOURS else around & {ids.get(inv.gate or "")}
+    edges = inner + [e for e in outer if e.src in keep or e.dst in keep]
+    labels = {n: whole.labels[n] for n in sorted(cycle | keep)}
+    g = LockGraph(whole.level, labels, edges, dict.fromkeys(cycle, style), len(edges))
+    return Part(g, len(around - keep))
+
+
+def deadlock_part(d: Deadlock) -> Part:
+    """The locks of a deadlock that happened: held -> waited for, one edge per task and hold."""
+    ids: dict[tuple[str, str], int] = {}
+
+    def node(ref: LockRef) -> int:
+        return ids.setdefault((ref.lock_class, ref.lock_name), len(ids))
+
+    awaited = {node(t.waits_for) for t in d.tasks}
+    inner, outer = [], []
+    for t in d.tasks:
+        label = f"{t.comm}/{t.tid}"
+        for h in t.holds:
+            src = node(h)
+            on_cycle = src in awaited
+            edge = Edge(src, node(t.waits_for), label, 1, "inverted" if on_cycle else "")
+            (inner if on_cycle else outer).append(edge)
+    around = {e.src for e in outer}
+    edges = inner + (outer if len(around) <= NEIGHBOURS else [])
+    drawn = {n for e in edges for n in (e.src, e.dst)} | awaited
+    labels = {n: lock_label(*key) for key, n in ids.items() if n in drawn}
+    hot = dict.fromkeys(awaited, "inverted")
+    g = LockGraph("instance", labels, edges, hot, len(edges))
+    return Part(g, 0 if len(around) <= NEIGHBOURS else len(around))
