@@ -102,17 +102,18 @@ def to_dot(g: LockGraph, across: bool = False, page: bool = False) -> str:
     """DOT text for ``g``: one node per lock (class or instance), top-down or,
     with ``across``, left to right.
 
-    With ``page``, for a report page: Graphviz guesses label widths from font
-    metrics, and the page draws labels in monospace, as wide as the Courier
-    Graphviz is then told to size for; edge labels get a space either side.
+    With ``page``, for a report page, drawn at its natural size: Graphviz
+    guesses label widths from font metrics, and the page draws labels in
+    monospace, as wide as the Courier Graphviz is then told to size for (10 pt
+    locks, 8.5 pt edges: 13 and 11 px); edge labels get a space either side.
     """
-    font, pad = ("Courier", " ") if page else ("Helvetica", "")
+    font, pad, sizes = ("Courier", " ", (10, 8.5)) if page else ("Helvetica", "", (11, 9))
     lines = [
         f"digraph {_quote('lock order (' + g.level + ')')} {{",
         f"  rankdir={'LR' if across else 'TB'};",
         '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", '
-        f'fontname="{font}", fontsize=11];',
-        f'  edge [fontname="{font}", fontsize=9, color="#616161"];',
+        f'fontname="{font}", fontsize={sizes[0]}];',
+        f'  edge [fontname="{font}", fontsize={sizes[1]}, color="#616161"];',
     ]
     if page and not across:
         lines.append("  nodesep=0.4;")  # labels of an AB-BA pair side by side, kept apart

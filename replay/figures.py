@@ -12,6 +12,7 @@ drawing would be a wide strip is drawn left to right.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -22,6 +23,8 @@ from lktrace.replay.layout import across, layered_svg
 from lktrace.replay.subgraph import Part, deadlock_part, inversion_part
 
 MAX_GRAPH_EDGES = 60  # of the whole graph drawn; the edges around the cycles first
+REPORT_WIDTH = 960  # px a finding's figure may take in a report, neighbours included
+COLUMN_WIDTH = 500  # in a column of a diff page (1200 px window)
 
 Finding = Deadlock | Inversion | Anomaly
 
@@ -37,6 +40,12 @@ def draw(graphs: Sequence[LockGraph], uids: Sequence[str]) -> list[str]:
         svg.replace(' id="', f' id="{uid}-').replace("<svg ", '<svg class="lockgraph" ', 1)
         for svg, uid in zip(svgs, uids, strict=True)
     ]
+
+
+def svg_width(svg: str) -> float:
+    """The width in px an SVG drawing asks for (Graphviz gives points)."""
+    found = re.search(r'<svg[^>]*?\swidth="([\d.]+)(pt)?"', svg)
+    return 0.0 if found is None else float(found[1]) * (4 / 3 if found[2] else 1)
 
 
 class Drawings:
@@ -61,11 +70,19 @@ class Drawings:
             return inversion_part(self.whole(f.level), f)
         return None
 
-    def findings(self, found: Sequence[Finding], uids: Sequence[str]) -> list[str]:
-        """A figure per finding (an empty string for an anomaly)."""
+    def findings(
+        self, found: Sequence[Finding], uids: Sequence[str], width: float = REPORT_WIDTH
+    ) -> list[str]:
+        """A figure per finding (an empty string for an anomaly); a figure wider than
+        ``width`` px with its neighbours is drawn again without them."""
         parts = [self.part(f) for f in found]
         drawn = [(i, p) for i, p in enumerate(parts) if p is not None]
         svgs = draw([p.graph for _, p in drawn], [f"{uids[i]}-cycle" for i, _ in drawn])
+        wide = [k for k, (_, p) in enumerate(drawn) if p.around and svg_width(svgs[k]) > width]
+        bare = [(drawn[k][0], drawn[k][1].bare()) for k in wide]
+        redrawn = draw([p.graph for _, p in bare], [f"{uids[i]}-cycle" for i, _ in bare])
+        for k, again, svg in zip(wide, bare, redrawn, strict=True):
+            drawn[k], svgs[k] = again, svg
         out = [""] * len(found)
         for (i, p), svg in zip(drawn, svgs, strict=True):
             out[i] = _figure(found[i], p, svg)
@@ -104,7 +121,7 @@ class Drawings:
 def _figure(f: Finding, part: Part, svg: str) -> str:
     if isinstance(f, Deadlock):
         what = "The locks of the deadlock: from each lock a task held to the lock it waits for"
-        more = f"; {part.left_out} more locks the tasks held are left out"
+        more = f"; the table lists the {part.left_out} other locks they held"
     else:
         colour = "green and dashed" if f.gate else "red"
         what = (

@@ -32,8 +32,8 @@ ACROSS_GAP = 28  # left to right: between a layer and the next
 ACROSS_SEP = 8  # left to right: between neighbours in a layer
 LABEL_H = 18  # left to right: an edge label's line above its edge
 MARGIN = 20
-CHAR_W = 7.2  # glyph width of a 12px node label (monospace, report.css)
-LABEL_CHAR_W = 6.0  # of a 10px edge label
+CHAR_W = 7.8  # glyph width of a 13px node label (monospace, report.css)
+LABEL_CHAR_W = 6.6  # of an 11px edge label
 WIRE = 8  # breadth of a virtual node that carries no label
 ACROSS_WIDER = 1000  # a top-down drawing wider than this, and twice as wide as high, goes across
 

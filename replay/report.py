@@ -25,7 +25,7 @@ from lktrace.console import fmt_count, fmt_ns
 from lktrace.replay.analyze import Options, Run, select
 from lktrace.replay.changes import Diff
 from lktrace.replay.dot import function
-from lktrace.replay.figures import Drawings
+from lktrace.replay.figures import COLUMN_WIDTH, REPORT_WIDTH, Drawings
 from lktrace.replay.findings import ERROR_KINDS, Analysis, Anomaly, Deadlock, Inversion, Witness
 from lktrace.replay.render import lock_label, scenario_rows, stamp
 from lktrace.replay.timeline import Mark, Timelines
@@ -111,7 +111,7 @@ def render_diff_html(before: Page, after: Page, lines: Sequence[str] = ()) -> st
         columns.append(
             f'<section class="column"><h2>{escape(page.label)}</h2>{_header(page)}'
             f"{_contents(page.analysis, prefix, st)}{page.drawings.graphs(prefix)}"
-            f"{_findings(page, prefix, st)}</section>"
+            f"{_findings(page, prefix, st, COLUMN_WIDTH)}</section>"
         )
     gone = len(keys[0] - keys[1])
     new = len(keys[1] - keys[0])
@@ -256,12 +256,14 @@ def _status_badge(f: Finding, status: Callable | None) -> str:
 # -- findings -----------------------------------------------------------------
 
 
-def _findings(page: Page, prefix: str, status: Callable | None = None) -> str:
+def _findings(
+    page: Page, prefix: str, status: Callable | None = None, width: float = REPORT_WIDTH
+) -> str:
     cards = []
     rows = []
     titled = _titled(page.analysis)
     drawn = [f for f, _ in titled[:MAX_CARDS]]
-    figures = page.drawings.findings(drawn, [f"{prefix}-f{i}" for i in range(len(drawn))])
+    figures = page.drawings.findings(drawn, [f"{prefix}-f{i}" for i in range(len(drawn))], width)
     for i, (f, title) in enumerate(titled):
         if i < MAX_CARDS:
             badge = _status_badge(f, status)

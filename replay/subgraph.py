@@ -5,13 +5,14 @@ finding's colour (each labelled with its own witness), any other ordering
 between those locks in grey, and the locks directly ordered before or after
 them when there are few of them; a guarded cycle's gate is always kept.  A
 deadlock that happened is drawn from what its tasks held and waited for: an
-edge from each lock a task held to the lock it was waiting for, labelled with
-the task (the card's table says where it waited).
+edge from each lock a task held, and another one waits for, to the lock it
+waits for itself, labelled with the task (the card's table says where it
+waited, and what else it held).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from lktrace.replay.dot import Edge, LockGraph, function
 from lktrace.replay.findings import Deadlock, Inversion, LockRef
@@ -26,6 +27,15 @@ class Part:
 
     graph: LockGraph
     left_out: int = 0
+    around: set[int] = field(default_factory=set)  # neighbours drawn, that could go
+
+    def bare(self) -> Part:
+        """The same without its neighbours (for a drawing too wide with them)."""
+        g = self.graph
+        edges = [e for e in g.edges if e.src not in self.around and e.dst not in self.around]
+        labels = {n: label for n, label in g.labels.items() if n not in self.around}
+        bare = LockGraph(g.level, labels, edges, g.hot, len(edges))
+        return Part(bare, self.left_out + len(self.around))
 
 
 def inversion_part(whole: LockGraph, inv: Inversion) -> Part:
@@ -47,29 +57,26 @@ def inversion_part(whole: LockGraph, inv: Inversion) -> Part:
     edges = inner + [e for e in outer if e.src in keep or e.dst in keep]
     labels = {n: whole.labels[n] for n in sorted(cycle | keep)}
     g = LockGraph(whole.level, labels, edges, dict.fromkeys(cycle, style), len(edges))
-    return Part(g, len(around - keep))
+    gate = {ids.get(inv.gate or "")}
+    return Part(g, len(around - keep), keep - gate)
 
 
 def deadlock_part(d: Deadlock) -> Part:
-    """The locks of a deadlock that happened: held -> waited for, one edge per task and hold."""
+    """The locks of a deadlock that happened: from each lock a task held that another
+    task waits for, to the lock it waits for itself; other locks held are counted."""
     ids: dict[tuple[str, str], int] = {}
 
     def node(ref: LockRef) -> int:
         return ids.setdefault((ref.lock_class, ref.lock_name), len(ids))
 
     awaited = {node(t.waits_for) for t in d.tasks}
-    inner, outer = [], []
+    edges, others = [], set()
     for t in d.tasks:
-        label = f"{t.comm}/{t.tid}"
         for h in t.holds:
-            src = node(h)
-            on_cycle = src in awaited
-            edge = Edge(src, node(t.waits_for), label, 1, "inverted" if on_cycle else "")
-            (inner if on_cycle else outer).append(edge)
-    around = {e.src for e in outer}
-    edges = inner + (outer if len(around) <= NEIGHBOURS else [])
-    drawn = {n for e in edges for n in (e.src, e.dst)} | awaited
-    labels = {n: lock_label(*key) for key, n in ids.items() if n in drawn}
-    hot = dict.fromkeys(awaited, "inverted")
-    g = LockGraph("instance", labels, edges, hot, len(edges))
-    return Part(g, 0 if len(around) <= NEIGHBOURS else len(around))
+            if node(h) in awaited:
+                edges.append(Edge(node(h), node(t.waits_for), f"{t.comm}/{t.tid}", 1, "inverted"))
+            else:
+                others.add(node(h))
+    labels = {n: lock_label(*key) for key, n in ids.items() if n in awaited}
+    g = LockGraph("instance", labels, edges, dict.fromkeys(awaited, "inverted"), len(edges))
+    return Part(g, len(others))

@@ -19,6 +19,7 @@ from lktrace.replay.dot import Edge, LockGraph
 from lktrace.replay.layout import across, layered_svg
 from lktrace.replay.report import build_page, render_html
 from lktrace.replay.subgraph import NEIGHBOURS, deadlock_part, inversion_part
+from lktrace.sim import simulate
 from lktrace.trace import read_trace
 
 LAB = Path(__file__).parent / "data" / "lab"
@@ -143,15 +144,21 @@ def test_cycle_labels_are_readable_on_the_real_deadlock(tmp_path, real_page, ren
 
 
 @needs_chromium
-def test_cycle_labels_are_readable_on_a_diff_page(tmp_path, renderer):
-    result = CliRunner().invoke(app, ["diff", "--format", "html", str(REAL), str(REAL_612)])
+@pytest.mark.parametrize("pair", ["real", "simulated"])
+def test_cycle_labels_are_readable_on_a_diff_page(tmp_path, renderer, pair):
+    if pair == "real":  # the same deadlock on 6.1 and 6.12
+        old, new, figures = REAL, REAL_612, 4
+    else:  # stock kernel vs the v14 patch: the deadlock is gone, the inversion stays
+        old = simulate("stock-deadlock", tmp_path / "stock.parquet")
+        new = simulate("patched", tmp_path / "patched.parquet")
+        figures = 3
+    result = CliRunner().invoke(app, ["diff", "--format", "html", str(old), str(new)])
     assert result.exit_code in (0, 1), result.output
     m = measured(tmp_path, result.stdout, FIGURES, WINDOW)
-    columns = {tuple(c["column"]) for c in m["cycles"]}
-    assert len(columns) == 2 and len(m["cycles"]) == 4  # deadlock and inversion, each side
+    assert len({tuple(c["column"]) for c in m["cycles"]}) == 2
+    assert len(m["cycles"]) == figures
     for fig in m["cycles"]:
-        column_right = fig["column"][2]
         locks = {n["text"] for n in fig["nodes"]}
         assert "pci_rescan_remove_lock" in locks
-        assert_readable(fig, locks, min(column_right, WINDOW))
+        assert_readable(fig, locks, min(fig["column"][2], WINDOW))
     assert len(m["whole"]) == 2 and all(w["folded"] for w in m["whole"])
