@@ -259,7 +259,7 @@ def diff(
     if fmt == "html":
         from lktrace.replay.report import Page, diff_lines, render_diff_html
 
-        pages = Page(a.run, a.analysis, str(old)), Page(b.run, b.analysis, str(new))
+        pages = Page(a.state, a.analysis, str(old)), Page(b.state, b.analysis, str(new))
         typer.echo(render_diff_html(*pages, diff_lines(result)), nl=False)
     elif fmt == "json":
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -1,7 +1,10 @@
 """Cycles in a directed graph: strongly connected components and elementary cycles.
 
-Small, dependency-free versions of Tarjan's and Johnson's algorithms, both
-iterative so a long lock chain cannot exhaust Python's recursion limit.
+:func:`cyclic_edges` works on whole edge arrays (scipy's strongly connected
+components), so a graph of millions of edges costs no Python per edge; the
+searches below (Tarjan's components, Johnson's elementary cycles, shortest
+cycles) then run on the few edges inside non-trivial components.  They are
+iterative, so a long lock chain cannot exhaust Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -9,7 +12,28 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
 Node = Hashable
+
+
+def strong_labels(src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
+    """The strongly connected component of each of ``n`` nodes, given the edge arrays."""
+    if not n:
+        return np.zeros(0, np.int64)
+    m = csr_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n))
+    return connected_components(m, directed=True, connection="strong")[1]
+
+
+def cyclic_edges(src: np.ndarray, dst: np.ndarray, n: int) -> np.ndarray:
+    """Whether each edge lies on a cycle: both ends in one strongly connected component.
+
+    Self-loops (``src == dst``) lie on no cycle of length 2 or more and are excluded.
+    """
+    labels = strong_labels(src, dst, n)
+    return (labels[src] == labels[dst]) & (src != dst) if len(src) else np.zeros(0, bool)
 
 
 def strongly_connected(adj: Mapping[Node, Iterable[Node]]) -> list[set[Node]]:

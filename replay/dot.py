@@ -14,8 +14,9 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lktrace.replay.analyze import Options, Run, select
+from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.findings import Analysis, Inversion
+from lktrace.replay.state import ReplayState, replay
 from lktrace.trace import Trace
 
 RED = "#c62828"
@@ -52,13 +53,15 @@ def _cycle_edges(inversions: list[Inversion], level: str) -> dict[tuple[str, str
     return {(w.src, w.dst): w.caller for inv in inversions if inv.level == level for w in inv.edges}
 
 
-def lock_graph(run: Run, analysis: Analysis, level: str, max_edges: int | None = None) -> LockGraph:
+def lock_graph(
+    state: ReplayState, found: Analysis, level: str, max_edges: int | None = None
+) -> LockGraph:
     """The ordering graph at ``level``; with ``max_edges``, the part around the cycles
     (see :func:`trimmed`)."""
-    graph = run.graphs[level]
-    inverted = _cycle_edges(analysis.inversions, level)
-    guarded = _cycle_edges(analysis.guarded, level)
-    ev, pairs = run.ev, run.pairs
+    graph = state.graphs[level]
+    inverted = _cycle_edges(found.inversions, level)
+    guarded = _cycle_edges(found.guarded, level)
+    ev, pairs = state.events, state.pairs
     first = pairs.attempt[graph.occurrences[graph.first]] if len(graph) else []
     edges = []
     hot: dict[int, str] = {}
@@ -146,10 +149,10 @@ def analyze_dot(
     traces: Iterable[Trace], opts: Options, drop_tables: bool = False
 ) -> tuple[str, Analysis]:
     """``analyze --format dot``: the class graph, or the instance graph at ``--level instance``."""
-    run = Run((select(t, opts) for t in traces), opts, drop_tables)
-    analysis = run.analysis()
+    state = replay(traces, opts, drop_tables)
+    found = analysis(state, opts)
     level = "instance" if opts.level == "instance" else "class"
-    return to_dot(lock_graph(run, analysis, level)), analysis
+    return to_dot(lock_graph(state, found, level)), found
 
 
 def graphviz_svgs(dot_texts: list[str], timeout: float = 60) -> list[str] | None:

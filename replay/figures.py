@@ -16,17 +16,16 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-from lktrace.replay.analyze import Run
 from lktrace.replay.dot import LockGraph, graphviz_svgs, lock_graph, to_dot, trimmed
-from lktrace.replay.findings import Analysis, Anomaly, Deadlock, Inversion
+from lktrace.replay.findings import Analysis, Deadlock, Inversion
+from lktrace.replay.identity import Finding
 from lktrace.replay.layout import across, layered_svg
+from lktrace.replay.state import ReplayState
 from lktrace.replay.subgraph import Part, deadlock_part, inversion_part
 
 MAX_GRAPH_EDGES = 60  # of the whole graph drawn; the edges around the cycles first
 REPORT_WIDTH = 960  # px a finding's figure may take in a report, neighbours included
 COLUMN_WIDTH = 500  # in a column of a diff page (1200 px window)
-
-Finding = Deadlock | Inversion | Anomaly
 
 
 def draw(graphs: Sequence[LockGraph], uids: Sequence[str]) -> list[str]:
@@ -51,15 +50,15 @@ def svg_width(svg: str) -> float:
 class Drawings:
     """The graphs of one analysed run, built once per level, and the figures drawn from them."""
 
-    def __init__(self, run: Run, analysis: Analysis) -> None:
-        self.run = run
+    def __init__(self, state: ReplayState, analysis: Analysis) -> None:
+        self.state = state
         self.analysis = analysis
         self._whole: dict[str, LockGraph] = {}
 
     def whole(self, level: str) -> LockGraph:
         """The untrimmed ordering graph at ``level``."""
         if level not in self._whole:
-            self._whole[level] = lock_graph(self.run, self.analysis, level)
+            self._whole[level] = lock_graph(self.state, self.analysis, level)
         return self._whole[level]
 
     def part(self, f: Finding) -> Part | None:
@@ -92,7 +91,7 @@ class Drawings:
         """The whole class graph (or instance graph), plus the instance graph of
         instance-level cycles, each folded."""
         a = self.analysis
-        levels = list(self.run.graphs)
+        levels = list(self.state.graphs)
         if "instance" in levels and len(levels) == 2:
             wanted = any(i.level == "instance" for i in [*a.inversions, *a.guarded])
             levels = ["class", "instance"] if wanted else ["class"]

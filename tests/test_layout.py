@@ -64,7 +64,7 @@ def test_trimmed_graph_keeps_inversions_first(make_trace):
     rows += locked(2, "X") + locked(2, "Y") + unlocked(2, "Y") + unlocked(2, "X")
     rows += locked(3, "Y") + locked(3, "X") + unlocked(3, "X") + unlocked(3, "Y")
     page = build_page([read_trace(make_trace(rows))])
-    g = lock_graph(page.run, page.analysis, "class", max_edges=3)
+    g = lock_graph(page.state, page.analysis, "class", max_edges=3)
     assert g.total_edges == 14 and len(g.edges) == 3
     kept = {(g.labels[e.src], g.labels[e.dst]) for e in g.edges}
     assert {("X", "Y"), ("Y", "X")} <= kept

@@ -15,16 +15,11 @@ from typer.testing import CliRunner
 from lktrace.cli import app
 from lktrace.replay import dot
 from lktrace.replay.analyze import Options
+from lktrace.replay.cards import MAX_CARDS
 from lktrace.replay.dot import function
 from lktrace.replay.figures import MAX_GRAPH_EDGES
-from lktrace.replay.report import (
-    MAX_CARDS,
-    build_page,
-    finding_key,
-    render_diff_html,
-    render_html,
-    write_html,
-)
+from lktrace.replay.identity import finding_identity
+from lktrace.replay.report import build_page, render_diff_html, render_html, write_html
 from lktrace.replay.timeline import segments
 from lktrace.sim import simulate
 from lktrace.trace import TraceMeta, read_trace, write_trace
@@ -129,8 +124,8 @@ def test_diff_page_marks_gone_new_and_kept(tmp_path):
     html = render_diff_html(stock, patched, ["verdict: better"])
     assert "<p>verdict: better</p>" in html
     assert html.count('<section class="column">') == 2
-    gone = {finding_key(f) for f in stock.analysis.deadlocks}
-    assert gone and not gone & {finding_key(f) for f in patched.analysis.deadlocks}
+    gone = {finding_identity(f) for f in stock.analysis.deadlocks}
+    assert gone and not gone & {finding_identity(f) for f in patched.analysis.deadlocks}
     assert re.search(r"Deadlock 1 \(happened\).*?badge gone", html)
     assert re.search(r"reentrant: .*?badge new", html)
     # the class-level rescan/device_lock inversion is in both (the hotplug path keeps it)
@@ -267,7 +262,7 @@ def test_awkward_lock_names_are_escaped(make_trace, tmp_path):
     rows = locked(1, "A") + locked(1, odd) + unlocked(1, odd) + unlocked(1, "A")
     rows += locked(2, odd) + locked(2, "A") + unlocked(2, "A") + unlocked(2, odd)
     page = build_page([read_trace(make_trace(rows))])
-    text = dot.to_dot(dot.lock_graph(page.run, page.analysis, "class"))
+    text = dot.to_dot(dot.lock_graph(page.state, page.analysis, "class"))
     proc = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0 and "q&quot;&lt;b&gt;&amp;\\x" in proc.stdout
     html = render_html(page)
