@@ -21,7 +21,7 @@ from lktrace.replay.findings import Analysis, Deadlock, Inversion
 from lktrace.replay.identity import Finding
 from lktrace.replay.layout import across, layered_svg
 from lktrace.replay.state import ReplayState
-from lktrace.replay.subgraph import Part, deadlock_part, inversion_part
+from lktrace.replay.subgraph import Part, by_lock, deadlock_part, inversion_part
 
 MAX_GRAPH_EDGES = 60  # of the whole graph drawn; the edges around the cycles first
 REPORT_WIDTH = 960  # px a finding's figure may take in a report, neighbours included
@@ -53,12 +53,16 @@ class Drawings:
     def __init__(self, state: ReplayState, analysis: Analysis) -> None:
         self.state = state
         self.analysis = analysis
-        self._whole: dict[str, LockGraph] = {}
+        self._whole: dict[str, tuple[LockGraph, dict[int, list[int]]]] = {}
 
     def whole(self, level: str) -> LockGraph:
         """The untrimmed ordering graph at ``level``."""
+        return self._indexed(level)[0]
+
+    def _indexed(self, level: str) -> tuple[LockGraph, dict[int, list[int]]]:
         if level not in self._whole:
-            self._whole[level] = lock_graph(self.state, self.analysis, level)
+            g = lock_graph(self.state, self.analysis, level)
+            self._whole[level] = g, by_lock(g)
         return self._whole[level]
 
     def part(self, f: Finding) -> Part | None:
@@ -66,7 +70,8 @@ class Drawings:
         if isinstance(f, Deadlock):
             return deadlock_part(f)
         if isinstance(f, Inversion):
-            return inversion_part(self.whole(f.level), f)
+            whole, index = self._indexed(f.level)
+            return inversion_part(whole, f, index)
         return None
 
     def findings(

@@ -38,23 +38,34 @@ class Part:
         return Part(bare, self.left_out + len(self.around))
 
 
-def inversion_part(whole: LockGraph, inv: Inversion) -> Part:
-    """The locks of ``inv``'s cycle in ``whole`` (its level's untrimmed graph)."""
+def by_lock(g: LockGraph) -> dict[int, list[int]]:
+    """For each lock of ``g``, the indices of the edges that touch it."""
+    index: dict[int, list[int]] = {}
+    for i, e in enumerate(g.edges):
+        index.setdefault(e.src, []).append(i)
+        if e.dst != e.src:
+            index.setdefault(e.dst, []).append(i)
+    return index
+
+
+def inversion_part(whole: LockGraph, inv: Inversion, index: dict[int, list[int]]) -> Part:
+    """The locks of ``inv``'s cycle in ``whole`` (its level's untrimmed graph, whose
+    edges ``index`` lists by lock, see :func:`by_lock`)."""
     ids = {label: n for n, label in whole.labels.items()}
     style = "guarded" if inv.gate else "inverted"
     own = {(ids[w.src], ids[w.dst]): function(w.caller) for w in inv.edges}
     cycle = {n for edge in own for n in edge}
     inner, outer = [], []
-    for e in whole.edges:
-        ends = (e.src in cycle) + (e.dst in cycle)
-        if ends == 2:
+    for i in sorted({i for n in cycle for i in index.get(n, [])}):
+        e = whole.edges[i]
+        if e.src in cycle and e.dst in cycle:
             label = own.get((e.src, e.dst))
             inner.append(replace(e, style=style, label=label) if label else replace(e, style=""))
-        elif ends == 1:
-            outer.append(replace(e, style=""))
+        else:
+            outer.append(e)
     around = {n for e in outer for n in (e.src, e.dst)} - cycle
     keep = around if len(around) <= NEIGHBOURS else around & {ids.get(inv.gate or "")}
-    edges = inner + [e for e in outer if e.src in keep or e.dst in keep]
+    edges = inner + [replace(e, style="") for e in outer if e.src in keep or e.dst in keep]
     labels = {n: whole.labels[n] for n in sorted(cycle | keep)}
     g = LockGraph(whole.level, labels, edges, dict.fromkeys(cycle, style), len(edges))
     gate = {ids.get(inv.gate or "")}

@@ -61,7 +61,8 @@ def measured(tmp_path: Path, html: str, script: str, width: int = 1200) -> Any:
 
 
 # Per lock-order figure: where its node and edge labels are drawn, how tall, and at
-# what font size once scaled; the whole graph is measured folded, then opened.
+# what font size once scaled; the whole graph is measured folded, then opened,
+# then fitted to its box with its zoom button.
 FIGURES = """<script>
 (function () {
   function box(e) { var r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }
@@ -81,9 +82,16 @@ FIGURES = """<script>
   document.querySelectorAll("details.whole").forEach(function (d) {
     var folded = !d.open;
     d.open = true;
-    out.whole.push({folded: folded, box: box(d.querySelector(".scroll")),
-                    svg: box(d.querySelector("svg")), nodes: labels(d, "g.node text"),
-                    zoom: d.querySelectorAll(".zoom button").length});
+    var whole = {folded: folded, box: box(d.querySelector(".scroll")),
+                 svg: box(d.querySelector("svg")), nodes: labels(d, "g.node text"),
+                 zoom: d.querySelectorAll(".zoom button").length};
+    Array.prototype.forEach.call(d.querySelectorAll(".zoom button"), function (b) {
+      if (b.textContent !== "fit width") return;
+      b.click();  // then the drawing is as wide as its box
+      whole.fitted = [d.querySelector("svg").getBoundingClientRect().width,
+                      d.querySelector(".scroll").clientWidth];
+    });
+    out.whole.push(whole);
   });
   var pre = document.createElement("pre");
   pre.id = "measure";

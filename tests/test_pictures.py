@@ -18,7 +18,7 @@ from lktrace.cli import app
 from lktrace.replay.dot import Edge, LockGraph
 from lktrace.replay.layout import across, layered_svg
 from lktrace.replay.report import build_page, render_html
-from lktrace.replay.subgraph import NEIGHBOURS, deadlock_part, inversion_part
+from lktrace.replay.subgraph import NEIGHBOURS, by_lock, deadlock_part, inversion_part
 from lktrace.sim import simulate
 from lktrace.trace import read_trace
 
@@ -45,7 +45,7 @@ def test_real_inversion_figure_holds_its_cycle_and_counts_the_rest(real_page):
     a = real_page.analysis
     [inv] = a.inversions
     whole = real_page.drawings.whole("class")
-    part = inversion_part(whole, inv)
+    part = inversion_part(whole, inv, by_lock(whole))
     assert set(part.graph.labels.values()) == set(inv.cycle)  # 19 neighbours: too many
     assert part.left_out == len(whole.labels) - 2 == 19
     own = {(part.graph.labels[e.src], part.graph.labels[e.dst]): e for e in part.graph.edges}
@@ -64,7 +64,7 @@ def test_few_neighbours_are_drawn_and_a_gate_always(make_trace):
     rows = ab(1, "A", "B") + ab(2, "B", "A") + ab(3, "A", "C") + ab(4, "D", "B")
     page = build_page([read_trace(make_trace(rows))])
     [inv] = page.analysis.inversions
-    part = inversion_part(page.drawings.whole("class"), inv)
+    part = page.drawings.part(inv)
     assert set(part.graph.labels.values()) == {"A", "B", "C", "D"} and part.left_out == 0
     styles = {
         (part.graph.labels[e.src], part.graph.labels[e.dst]): e.style for e in part.graph.edges
@@ -83,7 +83,7 @@ def test_few_neighbours_are_drawn_and_a_gate_always(make_trace):
     rows += [r for i in range(NEIGHBOURS + 1) for r in ab(3, "A", f"N{i}")]
     page = build_page([read_trace(make_trace(rows, "gated.parquet"))])
     [inv] = page.analysis.guarded
-    part = inversion_part(page.drawings.whole("class"), inv)
+    part = page.drawings.part(inv)
     assert set(part.graph.labels.values()) == {"A", "B", "G"}  # the gate, not the crowd
     assert part.left_out == NEIGHBOURS + 1
     assert {e.style for e in part.graph.edges if e.src != e.dst} >= {"guarded", ""}
@@ -97,6 +97,11 @@ def test_report_draws_a_figure_per_finding_and_folds_the_whole_graph(real_page, 
     [whole] = re.findall(r"<details class=\"whole\">(.*?)</details>", html, re.S)
     assert "The whole class graph: 21 locks, 39 orderings" in whole
     assert whole.count("mutex@") >= 19
+
+
+def test_with_nothing_found_the_whole_graph_is_open(make_trace):
+    html = render_html(build_page([read_trace(make_trace(ab(1, "A", "B") + ab(2, "A", "C")))]))
+    assert '<details class="whole" open>' in html and '<figure class="cycle">' not in html
 
 
 def test_a_wide_graph_is_drawn_left_to_right():
@@ -141,6 +146,8 @@ def test_cycle_labels_are_readable_on_the_real_deadlock(tmp_path, real_page, ren
     assert len(whole["nodes"]) == 21
     assert min(n["font"] for n in whole["nodes"]) >= MIN_LABEL_PX
     assert whole["svg"][2] > whole["box"][2] or whole["svg"][3] > whole["box"][3]
+    drawn, box = whole["fitted"]
+    assert abs(drawn - box) < 2  # "fit width" zooms it to the box
 
 
 @needs_chromium
