@@ -30,6 +30,8 @@ COLUMN_WIDTH = 500  # in a column of a diff page (1200 px window)
 
 def draw(graphs: Sequence[LockGraph], uids: Sequence[str]) -> list[str]:
     """SVG drawings of ``graphs``, their ids prefixed with ``uids`` to be unique on the page."""
+    if not graphs:
+        return []
     sideways = [across(g) for g in graphs]
     svgs = graphviz_svgs([to_dot(g, a, page=True) for g, a in zip(graphs, sideways, strict=True)])
     if svgs is None:
