@@ -283,6 +283,9 @@ def simulate(
     inversions: Annotated[
         int | None, typer.Option(help="scale: lock pairs also taken in reverse order.")
     ] = None,
+    spread: Annotated[
+        int | None, typer.Option(help="scale: rank distance between a reversed pair's locks.")
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
 ) -> None:
     """Write a simulated trace of a kernel scenario (no kernel needed)."""
@@ -295,7 +298,13 @@ def simulate(
         return
     if scenario is None or output is None:
         raise UsageError("simulate needs a SCENARIO and -o FILE (or --list)")
-    given = {"events": events, "tasks": tasks, "locks": locks, "inversions": inversions}
+    given = {
+        "events": events,
+        "tasks": tasks,
+        "locks": locks,
+        "inversions": inversions,
+        "spread": spread,
+    }
     params = {k: v for k, v in given.items() if v is not None}
     try:
         path = run(scenario, output, seed, **params)

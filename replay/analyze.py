@@ -62,7 +62,7 @@ def analysis(state: ReplayState, opts: Options) -> Analysis:
         inversions = [i for i in inversions if wanted & {w.src_class for w in i.edges}]
         anomalies = [a for a in anomalies if a.lock_class in wanted]
         deadlocks = [d for d in deadlocks if wanted & {t.waits_for.lock_class for t in d.tasks}]
-    inversions.sort(key=lambda i: (not i.deadlocked, len(i.cycle), i.level, i.cycle))
+    inversions.sort(key=rank)
     graphs = state.graphs
     return Analysis(
         traces=[_trace_info(t, span) for t, span in zip(ev.traces, ev.spans, strict=True)],
@@ -80,6 +80,13 @@ def analysis(state: ReplayState, opts: Options) -> Analysis:
         guarded=[i for i in inversions if i.gate is not None],
         anomalies=anomalies,
     )
+
+
+def rank(inv: Inversion) -> tuple:
+    """Inversions in the order to read them: deadlocked, closed on the very same locks,
+    class-only; within each, the rarer the suspect ordering the sooner."""
+    seen = inv.suspect.count if inv.suspect else 0
+    return (not inv.deadlocked, not inv.same_instances, seen, len(inv.cycle), inv.level, inv.cycle)
 
 
 def _trace_info(t: Trace, span: tuple[int, int, int]) -> dict:

@@ -11,14 +11,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from lktrace.console import fmt_count
 from lktrace.replay.dot import function
 from lktrace.replay.findings import ERROR_KINDS, Analysis, Anomaly, Deadlock, Inversion, Witness
 from lktrace.replay.identity import Finding
-from lktrace.replay.render import lock_label, scenario_rows, stamp
+from lktrace.replay.render import (
+    cycle_text,
+    headline,
+    lock_label,
+    longer_cycles,
+    scenario_rows,
+    stamp,
+)
 from lktrace.replay.timeline import Mark, Timelines
 
 MAX_CARDS = 40  # findings drawn with a timeline; the rest are listed
 MAX_ROWS = 500  # findings listed at most
+ARROW = " \u2192 "
 PALETTE = ("#1e88e5", "#f4511e", "#8e24aa", "#43a047", "#fb8c00", "#00897b", "#6d4c41")
 
 
@@ -29,8 +38,7 @@ def titled(a: Analysis) -> list[tuple[Finding, str]]:
         out.append((d, f"Deadlock {i} (happened): {len(d.tasks)} tasks waiting on {locks}"))
     for group, word in ((a.inversions, "Inversion"), (a.guarded, "Guarded cycle")):
         for i, inv in enumerate(group, 1):
-            arrow = " \u2192 ".join([*inv.cycle, inv.cycle[0]])
-            out.append((inv, f"{word} {i}: {arrow} ({inv.level})"))
+            out.append((inv, f"{word} {i}: {headline(inv, ARROW)} ({inv.level})"))
     for an in a.anomalies:
         lock = lock_label(an.lock_class, an.lock_name)
         out.append((an, f"{an.kind}: {an.comm}/{an.tid} on {lock}"))
@@ -193,6 +201,18 @@ def _inversion(inv: Inversion, figure: str) -> _Card:
         parts.append(
             f"<p>Every edge was taken holding <b>{escape(inv.gate)}</b>: this cycle cannot "
             "deadlock.</p>"
+        )
+    seen = ", ".join(fmt_count(n) for n in inv.counts)
+    parts.append(
+        f"<p class='cycle'>Cycle: {escape(cycle_text(inv.cycle, ARROW))}"
+        + (f" (seen {seen})" if seen else "")
+        + "</p>"
+    )
+    more = longer_cycles(inv)
+    if more:
+        rows = "".join(f"<li>{escape(cycle_text(c, ARROW))}</li>" for c in inv.cycles[1:])
+        parts.append(
+            f"<details class='cycles'><summary>{escape(more)}</summary><ol>{rows}</ol></details>"
         )
     tasks_txt = ", ".join(f"{t['comm']}/{t['tid']}" for t in inv.tasks)
     parts.append(f"<p>Tasks that took these orders: {escape(tasks_txt)}</p>")
