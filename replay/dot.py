@@ -35,7 +35,7 @@ class Edge:
     dst: int
     label: str
     count: int
-    style: str = ""  # "", "inverted" or "guarded"
+    style: str = ""  # "", "inverted", "guarded", or "suspect" (an inversion's likely bug)
 
 
 @dataclass
@@ -133,7 +133,9 @@ def to_dot(g: LockGraph, across: bool = False, page: bool = False) -> str:
     for e in g.edges:
         label = pad + e.label + (f" \u00d7{e.count}" if e.count > 1 else "") + pad
         attrs = [f"label={_quote(label)}"]
-        if e.style == "inverted":
+        if e.style == "suspect":
+            attrs.append(f'color="{RED}", fontcolor="{RED}", penwidth=3.5')
+        elif e.style == "inverted":
             attrs.append(f'color="{RED}", fontcolor="{RED}", penwidth=2')
         elif e.style == "guarded":
             attrs.append(f'color="{GREEN}", fontcolor="{GREEN}", style=dashed')

@@ -130,9 +130,11 @@ def _figure(f: Finding, part: Part, svg: str) -> str:
         more = f"; the table lists the {part.left_out} other locks they held"
     else:
         colour = "green and dashed" if f.gate else "red"
+        suspect = any(e.style == "suspect" for e in part.graph.edges)
         what = (
-            f"The locks of this cycle ({f.level} graph): its edges in {colour}, each labelled "
-            "with the function that took the second lock"
+            f"The locks of this cycle ({f.level} graph): its edges in {colour}"
+            + (", the suspect ordering thicker" if suspect else "")
+            + ", each labelled with the function that took the second lock"
         )
         more = f"; {part.left_out} more locks ordered against these are in the whole graph"
     caption = what + (more if part.left_out else "")

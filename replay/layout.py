@@ -37,7 +37,8 @@ LABEL_CHAR_W = 6.6  # of an 11px edge label
 WIRE = 8  # breadth of a virtual node that carries no label
 ACROSS_WIDER = 1000  # a top-down drawing wider than this, and twice as wide as high, goes across
 
-_COLOUR = {"": "#757575", "inverted": RED, "guarded": GREEN}
+_COLOUR = {"": "#757575", "inverted": RED, "guarded": GREEN, "suspect": RED}
+_WIDTH = {"": 1.2, "inverted": 2, "guarded": 1.2, "suspect": 3.5}
 
 
 def _ranks(nodes: list[int], edges: list[tuple[int, int]]) -> dict[int, int]:
@@ -215,9 +216,11 @@ def layered_svg(g: LockGraph, uid: str = "g", across: bool = False) -> str:
         'role="img"><defs>'
     ]
     for style, colour in _COLOUR.items():
+        size = 6 + 2.5 * _WIDTH[style]  # px: a thicker edge, a slightly bigger head
         out.append(
             f'<marker id="{uid}-arrow{style}" viewBox="0 0 10 10" refX="9" refY="5" '
-            f'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+            f'markerUnits="userSpaceOnUse" markerWidth="{size}" markerHeight="{size}" '
+            'orient="auto-start-reverse">'
             f'<path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>'
         )
     out.append("</defs>")
@@ -295,7 +298,7 @@ def _edge(e: Edge, lay: _Layout, chain: list[int], label_at: int, ports, uid: st
     return (
         f'<g class="edge{" " + e.style if e.style else ""}"><title>{escape(label)}</title>'
         f'<path d="{" ".join(d)}" fill="none" stroke="{colour}" '
-        f'stroke-width="{2 if e.style == "inverted" else 1.2}"{dash} '
+        f'stroke-width="{_WIDTH[e.style]}"{dash} '
         f'marker-end="url(#{uid}-arrow{e.style})"/>'
         f'<text class="elabel" x="{lx:.1f}" y="{ly:.1f}" fill="{colour}">{escape(label)}</text></g>'
     )

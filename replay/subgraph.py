@@ -1,7 +1,8 @@
 """The part of the lock-ordering graph that one finding is about.
 
 An inversion's part is the locks of its cycle, the cycle's edges in the
-finding's colour (each labelled with its own witness), any other ordering
+finding's colour (each labelled with its own witness; the suspect ordering,
+when it is clearly the exception, drawn thicker), any other ordering
 between those locks in grey, and the locks directly ordered before or after
 them when there are few of them; a guarded cycle's gate is always kept.  A
 deadlock that happened is drawn from what its tasks held and waited for: an
@@ -53,14 +54,18 @@ def inversion_part(whole: LockGraph, inv: Inversion, index: dict[int, list[int]]
     edges ``index`` lists by lock, see :func:`by_lock`)."""
     ids = {label: n for n, label in whole.labels.items()}
     style = "guarded" if inv.gate else "inverted"
-    own = {(ids[w.src], ids[w.dst]): function(w.caller) for w in inv.edges}
+    own = {(ids[w.src], ids[w.dst]): (style, function(w.caller)) for w in inv.edges}
+    s = inv.suspect
+    if s is not None and s.clear and not inv.gate and (ids[s.src], ids[s.dst]) in own:
+        key = ids[s.src], ids[s.dst]
+        own[key] = ("suspect", f"suspect: {own[key][1]}")
     cycle = {n for edge in own for n in edge}
     inner, outer = [], []
     for i in sorted({i for n in cycle for i in index.get(n, [])}):
         e = whole.edges[i]
         if e.src in cycle and e.dst in cycle:
-            label = own.get((e.src, e.dst))
-            inner.append(replace(e, style=style, label=label) if label else replace(e, style=""))
+            st, label = own.get((e.src, e.dst), ("", e.label))
+            inner.append(replace(e, style=st, label=label))
         else:
             outer.append(e)
     around = {n for e in outer for n in (e.src, e.dst)} - cycle

@@ -99,6 +99,25 @@ def test_report_draws_a_figure_per_finding_and_folds_the_whole_graph(real_page, 
     assert whole.count("mutex@") >= 19
 
 
+def test_a_clear_suspect_is_drawn_thicker(make_trace, renderer):
+    rows = ab(1, "A", "B") * 12 + ab(2, "B", "C") * 12 + ab(3, "C", "A")
+    page = build_page([read_trace(make_trace(rows))])
+    [inv] = page.analysis.inversions
+    assert inv.suspect.clear and (inv.suspect.src, inv.suspect.dst) == ("C", "A")
+    g = page.drawings.part(inv).graph
+    styles = {(g.labels[e.src], g.labels[e.dst]): (e.style, e.label) for e in g.edges}
+    assert styles[("C", "A")][0] == "suspect" and styles[("C", "A")][1].startswith("suspect: ")
+    assert styles[("A", "B")][0] == styles[("B", "C")][0] == "inverted"
+    [figure] = re.findall(r'<figure class="cycle">.*?</figure>', render_html(page), re.S)
+    assert "the suspect ordering thicker" in figure and ">suspect: " in figure.replace("> ", ">")
+    # both orders common: no suspect drawn
+    rows = ab(1, "A", "B") * 3 + ab(2, "B", "A") * 2
+    page = build_page([read_trace(make_trace(rows, "both.parquet"))])
+    [inv] = page.analysis.inversions
+    assert not inv.suspect.clear
+    assert {e.style for e in page.drawings.part(inv).graph.edges} == {"inverted"}
+
+
 def test_with_nothing_found_the_whole_graph_is_open(make_trace):
     html = render_html(build_page([read_trace(make_trace(ab(1, "A", "B") + ab(2, "A", "C")))]))
     assert '<details class="whole" open>' in html and '<figure class="cycle">' not in html
