@@ -14,8 +14,10 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from lktrace.replay.analyze import Options, analysis
-from lktrace.replay.findings import Analysis, Inversion
+from lktrace.replay.findings import Analysis
 from lktrace.replay.state import ReplayState, replay
 from lktrace.trace import Trace
 
@@ -49,52 +51,82 @@ class LockGraph:
     total_edges: int = 0  # edges in the whole graph, before any trimming
 
 
-def _cycle_edges(inversions: list[Inversion], level: str) -> dict[tuple[str, str], str]:
-    return {(w.src, w.dst): w.caller for inv in inversions if inv.level == level for w in inv.edges}
+class Orderings:
+    """The ordering graph at one level as arrays, each edge with its status; the
+    :class:`LockGraph` of any part of it built on demand, so that drawing a part
+    of a big graph costs no Python object per edge of the whole."""
+
+    def __init__(self, state: ReplayState, found: Analysis, level: str) -> None:
+        self.level = level
+        self.graph = g = state.graphs[level]
+        self.ids = {label: n for n, label in enumerate(g.labels)}
+        # 0 plain, 1 on a guarded cycle, 2 on an inversion (which wins)
+        self.status = np.zeros(len(g), np.int8)
+        self.witness_caller: dict[int, str] = {}  # a cycle edge -> its witness's caller
+        self.hot: dict[int, str] = {}
+        for code, name, group in ((1, "guarded", found.guarded), (2, "inverted", found.inversions)):
+            ws = [w for inv in group if inv.level == level for w in inv.edges]
+            at = g.find([self.ids[w.src] for w in ws], [self.ids[w.dst] for w in ws])
+            for e, w in zip(at.tolist(), ws, strict=True):
+                if e >= 0:
+                    self.status[e] = code
+                    self.witness_caller[e] = w.caller
+                    self.hot[int(g.src[e])] = self.hot[int(g.dst[e])] = name
+        first = state.pairs.attempt[g.occurrences[g.first]] if len(g) else np.zeros(0, np.int64)
+        self.caller = state.events.caller[first]  # of each edge's first occurrence
+        self.callers = state.events.callers
+
+    def __len__(self) -> int:
+        return len(self.graph)
+
+    def ranked(self) -> np.ndarray:
+        """Edges in the order trimming keeps them: those of inversions first, then of
+        guarded cycles, then edges between their nodes, edges touching them, and the
+        most frequent others."""
+        hot = np.zeros(len(self.graph.labels), bool)
+        hot[list(self.hot)] = True
+        hs, hd = hot[self.graph.src], hot[self.graph.dst]
+        keys = (-self.graph.count, ~(hs | hd), ~(hs & hd), self.status == 0, self.status != 2)
+        return np.lexsort(keys)
+
+    def trimmed(self, max_edges: int) -> LockGraph:
+        """The whole graph, or its first ``max_edges`` edges as :meth:`ranked` orders them."""
+        return self.lock_graph(None if len(self) <= max_edges else self.ranked()[:max_edges])
+
+    def touching(self, nodes: Iterable[int]) -> np.ndarray:
+        """Edges with an end in ``nodes``."""
+        nodes = np.fromiter(nodes, np.int64)
+        return np.flatnonzero(np.isin(self.graph.src, nodes) | np.isin(self.graph.dst, nodes))
+
+    def lock_graph(self, edges: np.ndarray | None = None) -> LockGraph:
+        """The edges at the indices ``edges`` (all by default), in that order."""
+        g = self.graph
+        picked = np.arange(len(g)) if edges is None else np.asarray(edges, np.int64)
+        out = []
+        style = ("", "guarded", "inverted")
+        for e, s, d, n, st, c in zip(
+            picked.tolist(),
+            g.src[picked].tolist(),
+            g.dst[picked].tolist(),
+            g.count[picked].tolist(),
+            self.status[picked].tolist(),
+            self.caller[picked].tolist(),
+            strict=True,
+        ):
+            caller = self.witness_caller.get(e) or self.callers[c]
+            out.append(Edge(s, d, function(caller), n, style[st]))
+        nodes = sorted({n for e in out for n in (e.src, e.dst)})
+        hot = {n: self.hot[n] for n in nodes if n in self.hot}
+        return LockGraph(self.level, {n: g.labels[n] for n in nodes}, out, hot, len(g))
 
 
 def lock_graph(
     state: ReplayState, found: Analysis, level: str, max_edges: int | None = None
 ) -> LockGraph:
     """The ordering graph at ``level``; with ``max_edges``, the part around the cycles
-    (see :func:`trimmed`)."""
-    graph = state.graphs[level]
-    inverted = _cycle_edges(found.inversions, level)
-    guarded = _cycle_edges(found.guarded, level)
-    ev, pairs = state.events, state.pairs
-    first = pairs.attempt[graph.occurrences[graph.first]] if len(graph) else []
-    edges = []
-    hot: dict[int, str] = {}
-    for i, (s, d) in enumerate(zip(graph.src.tolist(), graph.dst.tolist(), strict=True)):
-        key = (graph.labels[s], graph.labels[d])
-        style = "inverted" if key in inverted else "guarded" if key in guarded else ""
-        caller = inverted.get(key) or guarded.get(key) or ev.callers[ev.caller[first[i]]]
-        edges.append(Edge(s, d, function(caller), int(graph.count[i]), style))
-        if style:
-            for n in (s, d):
-                hot[n] = "inverted" if style == "inverted" else hot.get(n, style)
-    nodes = {n for e in edges for n in (e.src, e.dst)}
-    g = LockGraph(level, {n: graph.labels[n] for n in sorted(nodes)}, edges, hot, len(edges))
-    return g if max_edges is None else trimmed(g, max_edges)
-
-
-def trimmed(g: LockGraph, max_edges: int) -> LockGraph:
-    """``g`` cut to ``max_edges`` edges, keeping the part around the cycles.
-
-    Trimming keeps the edges of inversions first, then of guarded cycles, then
-    edges between their nodes, edges touching them, and the most frequent others.
-    """
-    if len(g.edges) <= max_edges:
-        return g
-
-    def rank(e: Edge) -> tuple:
-        both, one = e.src in g.hot and e.dst in g.hot, e.src in g.hot or e.dst in g.hot
-        return (e.style != "inverted", not e.style, not both, not one, -e.count)
-
-    edges = sorted(g.edges, key=rank)[:max_edges]
-    nodes = {n for e in edges for n in (e.src, e.dst)}
-    labels = {n: label for n, label in g.labels.items() if n in nodes}
-    return LockGraph(g.level, labels, edges, g.hot, g.total_edges)
+    (see :meth:`Orderings.trimmed`)."""
+    o = Orderings(state, found, level)
+    return o.lock_graph() if max_edges is None else o.trimmed(max_edges)
 
 
 def _quote(text: str) -> str:

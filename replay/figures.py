@@ -16,12 +16,12 @@ import re
 from collections.abc import Sequence
 from html import escape
 
-from lktrace.replay.dot import LockGraph, graphviz_svgs, lock_graph, to_dot, trimmed
+from lktrace.replay.dot import LockGraph, Orderings, graphviz_svgs, to_dot
 from lktrace.replay.findings import Analysis, Deadlock, Inversion
 from lktrace.replay.identity import Finding
 from lktrace.replay.layout import across, layered_svg
 from lktrace.replay.state import ReplayState
-from lktrace.replay.subgraph import Part, by_lock, deadlock_part, inversion_part
+from lktrace.replay.subgraph import Part, deadlock_part, inversion_part
 
 MAX_GRAPH_EDGES = 60  # of the whole graph drawn; the edges around the cycles first
 REPORT_WIDTH = 960  # px a finding's figure may take in a report, neighbours included
@@ -55,25 +55,21 @@ class Drawings:
     def __init__(self, state: ReplayState, analysis: Analysis) -> None:
         self.state = state
         self.analysis = analysis
-        self._whole: dict[str, tuple[LockGraph, dict[int, list[int]]]] = {}
+        self._orderings: dict[str, Orderings] = {}
 
-    def whole(self, level: str) -> LockGraph:
-        """The untrimmed ordering graph at ``level``."""
-        return self._indexed(level)[0]
-
-    def _indexed(self, level: str) -> tuple[LockGraph, dict[int, list[int]]]:
-        if level not in self._whole:
-            g = lock_graph(self.state, self.analysis, level)
-            self._whole[level] = g, by_lock(g)
-        return self._whole[level]
+    def orderings(self, level: str) -> Orderings:
+        """The ordering graph at ``level``, built once."""
+        if level not in self._orderings:
+            self._orderings[level] = Orderings(self.state, self.analysis, level)
+        return self._orderings[level]
 
     def part(self, f: Finding) -> Part | None:
         """What the figure of ``f`` shows; None for findings without a cycle (anomalies)."""
         if isinstance(f, Deadlock):
             return deadlock_part(f)
         if isinstance(f, Inversion):
-            whole, index = self._indexed(f.level)
-            return inversion_part(whole, f, index)
+            o = self.orderings(f.level)
+            return inversion_part(o.lock_graph(o.touching(o.ids[c] for c in f.cycle)), f)
         return None
 
     def findings(
@@ -102,7 +98,7 @@ class Drawings:
         if "instance" in levels and len(levels) == 2:
             wanted = any(i.level == "instance" for i in [*a.inversions, *a.guarded])
             levels = ["class", "instance"] if wanted else ["class"]
-        shown = [trimmed(self.whole(level), MAX_GRAPH_EDGES) for level in levels]
+        shown = [self.orderings(level).trimmed(MAX_GRAPH_EDGES) for level in levels]
         drawn = [g for g in shown if g.edges]
         svgs = iter(draw(drawn, [f"{prefix}-{g.level}" for g in drawn]))
         # with nothing found, the graph is all there is to see: open it

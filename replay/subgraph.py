@@ -39,20 +39,10 @@ class Part:
         return Part(bare, self.left_out + len(self.around))
 
 
-def by_lock(g: LockGraph) -> dict[int, list[int]]:
-    """For each lock of ``g``, the indices of the edges that touch it."""
-    index: dict[int, list[int]] = {}
-    for i, e in enumerate(g.edges):
-        index.setdefault(e.src, []).append(i)
-        if e.dst != e.src:
-            index.setdefault(e.dst, []).append(i)
-    return index
-
-
-def inversion_part(whole: LockGraph, inv: Inversion, index: dict[int, list[int]]) -> Part:
-    """The locks of ``inv``'s cycle in ``whole`` (its level's untrimmed graph, whose
-    edges ``index`` lists by lock, see :func:`by_lock`)."""
-    ids = {label: n for n, label in whole.labels.items()}
+def inversion_part(near: LockGraph, inv: Inversion) -> Part:
+    """The locks of ``inv``'s cycle, from ``near``: every edge of its level's graph
+    that touches them."""
+    ids = {label: n for n, label in near.labels.items()}
     style = "guarded" if inv.gate else "inverted"
     own = {(ids[w.src], ids[w.dst]): (style, function(w.caller)) for w in inv.edges}
     s = inv.suspect
@@ -61,8 +51,7 @@ def inversion_part(whole: LockGraph, inv: Inversion, index: dict[int, list[int]]
         own[key] = ("suspect", f"suspect: {own[key][1]}")
     cycle = {n for edge in own for n in edge}
     inner, outer = [], []
-    for i in sorted({i for n in cycle for i in index.get(n, [])}):
-        e = whole.edges[i]
+    for e in near.edges:
         if e.src in cycle and e.dst in cycle:
             st, label = own.get((e.src, e.dst), ("", e.label))
             inner.append(replace(e, style=st, label=label))
@@ -71,8 +60,8 @@ def inversion_part(whole: LockGraph, inv: Inversion, index: dict[int, list[int]]
     around = {n for e in outer for n in (e.src, e.dst)} - cycle
     keep = around if len(around) <= NEIGHBOURS else around & {ids.get(inv.gate or "")}
     edges = inner + [replace(e, style="") for e in outer if e.src in keep or e.dst in keep]
-    labels = {n: whole.labels[n] for n in sorted(cycle | keep)}
-    g = LockGraph(whole.level, labels, edges, dict.fromkeys(cycle, style), len(edges))
+    labels = {n: near.labels[n] for n in sorted(cycle | keep)}
+    g = LockGraph(near.level, labels, edges, dict.fromkeys(cycle, style), len(edges))
     gate = {ids.get(inv.gate or "")}
     return Part(g, len(around - keep), keep - gate)
 

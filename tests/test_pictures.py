@@ -18,7 +18,7 @@ from lktrace.cli import app
 from lktrace.replay.dot import Edge, LockGraph
 from lktrace.replay.layout import across, layered_svg
 from lktrace.replay.report import build_page, render_html
-from lktrace.replay.subgraph import NEIGHBOURS, by_lock, deadlock_part, inversion_part
+from lktrace.replay.subgraph import NEIGHBOURS, deadlock_part
 from lktrace.sim import simulate
 from lktrace.trace import read_trace
 
@@ -44,8 +44,8 @@ def real_page():
 def test_real_inversion_figure_holds_its_cycle_and_counts_the_rest(real_page):
     a = real_page.analysis
     [inv] = a.inversions
-    whole = real_page.drawings.whole("class")
-    part = inversion_part(whole, inv, by_lock(whole))
+    whole = real_page.drawings.orderings("class").lock_graph()
+    part = real_page.drawings.part(inv)
     assert set(part.graph.labels.values()) == set(inv.cycle)  # 19 neighbours: too many
     assert part.left_out == len(whole.labels) - 2 == 19
     own = {(part.graph.labels[e.src], part.graph.labels[e.dst]): e for e in part.graph.edges}
