@@ -4,6 +4,9 @@ Each edge is labelled with the function that attempted the second lock
 (the witness's caller, offset dropped) and how many times the order was
 seen.  Edges on an inversion cycle are red, on a guarded cycle green and
 dashed; the nodes of those cycles are outlined in the same colour.
+:class:`Orderings` keeps one level's graph as arrays and builds the
+:class:`LockGraph` of the part to draw: all of it for DOT, the part around
+the cycles or a finding's neighbourhood for a report page.
 """
 
 from __future__ import annotations

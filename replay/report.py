@@ -3,9 +3,9 @@
 The page holds the trace header, the whole lock-ordering graph folded, and
 every finding in ``analyze``'s order, each with a figure of its locks
 (:mod:`~lktrace.replay.figures`), a timeline of the tasks involved and its
-stacks folded in ``<details>``.  Everything is
-inline (CSS, JS, SVG) and a Content-Security-Policy forbids fetching
-anything, so it opens offline and from a mail attachment.
+stacks folded in ``<details>``.  Everything is inline (CSS, JS, SVG) and a
+Content-Security-Policy forbids fetching anything, so it opens offline and
+from a mail attachment.
 
 The parts are functions of a :class:`Page` (one analysed run), so
 :func:`render_diff_html` lays two of them side by side.  Big traces give a
