@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lktrace.options import MAX_CYCLES, MAX_DEPTH
 from lktrace.replay.anomalies import find_anomalies
 from lktrace.replay.deadlocks import find_deadlocks
 from lktrace.replay.events import RELEASED
@@ -25,15 +26,12 @@ from lktrace.trace import Trace
 
 __all__ = ["LEVELS", "Options", "analysis", "analyze"]
 
-#: --max-cycles unless told: cycles listed per graph before the search gives up listing.
-MAX_CYCLES = 200
-
 
 @dataclass
 class Options(Filters):
     """What to replay (:class:`Filters`) and how to judge it."""
 
-    max_depth: int = 2
+    max_depth: int = MAX_DEPTH
     max_cycles: int = MAX_CYCLES
     classes: set[str] = field(default_factory=set)  # report only findings on these classes
 

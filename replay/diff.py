@@ -38,7 +38,7 @@ from lktrace.replay.changes import (
     PathStatus,
     Timing,
 )
-from lktrace.replay.findings import Inversion
+from lktrace.replay.findings import Inversion, Witness
 from lktrace.replay.identity import CycleKey, lock_key
 from lktrace.replay.side import Key, Side
 from lktrace.replay.state import replay
@@ -78,8 +78,9 @@ def compare(a: Side, b: Side) -> Diff:
     if blind:  # held sets, hence orders and nesting, are unknown on that side
         notes.append(f"no release events in {', '.join(blind)}: only wait times are compared")
         return Diff("same", a.analysis.traces, b.analysis.traces, notes, timing=_timing(a, b))
-    added = [_ordering(b, a, k) for k in _only(b, a)]
-    gone = [_ordering(a, b, k) for k in _only(a, b)]
+    wanted = a.opts.classes  # --class: only changes on these lock classes
+    added = [c for c in (_ordering(b, a, k) for k in _only(b, a)) if _on(wanted, c.witness)]
+    gone = [c for c in (_ordering(a, b, k) for k in _only(a, b)) if _on(wanted, c.witness)]
 
     fixed, unexercised, remaining, introduced = [], [], [], []
     for key, inv in a.cycles.items():
@@ -93,8 +94,8 @@ def compare(a: Side, b: Side) -> Diff:
     for lock, path in sorted(a.nesting.keys() | b.nesting.keys()):
         was, now = a.nesting_at(lock, path), b.nesting_at(lock, path)
         how = _nesting_change(was, now)
-        if how:
-            cls = (a.nesting.get((lock, path)) or b.nesting[(lock, path)])[1]
+        cls = (a.nesting.get((lock, path)) or b.nesting[(lock, path)])[1]
+        if how and (not wanted or cls in wanted):
             depth.append(DepthChange(cls, lock, path, was, now, how))
 
     worse = introduced or any(d.change == "worse" for d in depth)
@@ -115,8 +116,13 @@ def compare(a: Side, b: Side) -> Diff:
         inversions_remaining=_sorted(remaining),
         inversions_not_exercised=_sorted(unexercised),
         depth_changes=depth,
-        timing=_timing(a, b),
+        timing=[t for t in _timing(a, b) if not wanted or t.lock_class in wanted],
     )
+
+
+def _on(classes: set[str], w: Witness) -> bool:
+    """Whether an ordering's witness is on one of ``classes`` (all when none are given)."""
+    return not classes or w.src_class in classes or w.dst_class in classes
 
 
 def _ran(side: Side, key: Key) -> bool:

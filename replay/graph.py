@@ -79,6 +79,11 @@ class Graph:
         at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
         return np.where(keys[at] == want, at, -1)
 
+    @property
+    def first_pairs(self) -> np.ndarray:
+        """Per edge, its first occurrence (an ordering pair): the edge's first witness."""
+        return self.occurrences[self.first]
+
     def edge_occurrences(self, edge: int) -> np.ndarray:
         """Ordering pairs of ``edge``, earliest first."""
         return self.occurrences[self.first[edge] : self.first[edge] + self.count[edge]]

@@ -57,7 +57,7 @@ def find_inversions(
     if not len(cyclic):
         return [], []
     # most trusted first: seen most often, then seen first
-    first_ts = state.events.ts[state.pairs.attempt[graph.occurrences[graph.first[cyclic]]]]
+    first_ts = state.events.ts[state.pairs.attempt[graph.first_pairs[cyclic]]]
     cyclic = cyclic[np.lexsort((first_ts, -graph.count[cyclic]))]
     prefer = _deadlocked_pairs(state, graph, links)
     evidence = Evidence(state, graph, prefer)
@@ -76,7 +76,7 @@ def find_inversions(
             if inv is not None:
                 found.append(replace(inv, cycles_cut=cut))
     notes = []
-    if cut:
+    if cut and found:
         notes.append(
             f"{level} graph has more than {max_cycles} elementary cycles (--max-cycles): "
             "each finding still shows its shortest cycle; the longer ones counted stop there"

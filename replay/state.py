@@ -11,11 +11,12 @@ What a state holds, every table as numpy arrays indexed by position:
 
 - ``events`` (:class:`~lktrace.replay.events.Events`): every event, sorted by
   (task, time), with the lock, class, call site and stack of each.
-- ``replay`` (:class:`~lktrace.replay.holds.Replay`): hold intervals (when
-  asked for, granted and released, so wait and hold times; nesting depth;
-  where taken), each event's depth before it (nesting maxima come from
-  ``holds.depth``), the attempts still pending at the end (blocked tasks),
-  releases of locks not held, and each file's end.
+- ``replay`` (:class:`~lktrace.replay.holds.Replay`, its holds also as
+  ``holds``): hold intervals (when asked for, granted and released, so
+  ``wait_ns`` and ``hold_ns``; nesting depth, so ``deepest`` per lock; where
+  taken), each event's depth before it, the attempts still pending at the
+  end (``blocked_tasks``), locks still held (``held_at_end``), releases of
+  locks not held, and each file's end.
 - ``pairs`` and ``graphs`` (built on first use, so ``export`` never pays for
   them): the ordering pairs (lock held, lock attempted) and, per level
   (``class``, ``instance``), the ordering edges with their counts and their
@@ -37,14 +38,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lktrace.options import Level, values
 from lktrace.replay.events import Events, load_events
 from lktrace.replay.findings import LockRef, Witness
 from lktrace.replay.graph import Graph, Pairs, build_graph, ordering_pairs
-from lktrace.replay.holds import Replay, pair
+from lktrace.replay.holds import Holds, Replay, pair
 from lktrace.replay.paths import CallPaths
 from lktrace.trace import Trace
 
-LEVELS = ("class", "instance", "both")
+LEVELS = values(Level)
 
 
 @dataclass
@@ -109,7 +111,7 @@ class ReplayState:
         self._comms = events.tasks["comm"].tolist()
 
     @property
-    def holds(self):
+    def holds(self) -> Holds:
         return self.replay.holds
 
     @cached_property
@@ -161,6 +163,23 @@ class ReplayState:
     def blocked_tasks(self) -> set[int]:
         """Tasks whose last event is an attempt never granted."""
         return {int(t) for t in self.events.task[self.replay.pending]}
+
+    @property
+    def wait_ns(self) -> np.ndarray:
+        """Per hold, how long its task waited for it (0 when granted at once or unknown)."""
+        return self.holds.acquired_ts - self.holds.attempt_ts
+
+    @property
+    def hold_ns(self) -> np.ndarray:
+        """Per hold, how long it was held (to the end of its trace when never released)."""
+        return self.holds.released_ts - self.holds.acquired_ts
+
+    @cached_property
+    def deepest(self) -> np.ndarray:
+        """Per lock instance, the deepest any task nested it (0: never acquired)."""
+        out = np.zeros(len(self.events.inst_name), np.int32)
+        np.maximum.at(out, self.holds.inst, self.holds.depth)
+        return out
 
     @property
     def held_at_end(self) -> np.ndarray:

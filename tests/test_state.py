@@ -42,6 +42,19 @@ def test_state_holds_both_levels_and_first_witnesses(make_trace):
     later = state.witness("class", int(g.edge_occurrences(ab_edge)[-1]))
     assert first.ts_ns < later.ts_ns and first.tid == 1
     assert g.find([g.labels.index("B")], [g.labels.index("A")]).tolist() == [-1]
+    assert g.first_pairs[ab_edge] == g.edge_occurrences(ab_edge)[0]
+
+
+def test_state_holds_waits_holds_and_nesting(make_trace):
+    rows = locked(1, "A") + locked(1, "A") + unlocked(1, "A") + unlocked(1, "A") + locked(2, "B")
+    state = replay([read_trace(make_trace(rows))])
+    ev = state.events
+    deepest = {ev.names[ev.inst_name[i]]: int(d) for i, d in enumerate(state.deepest)}
+    assert deepest == {"A": 2, "B": 1}
+    assert (state.wait_ns == 1000).all()  # conftest: events 1 us apart
+    [held] = state.held_at_end.tolist()
+    assert ev.names[ev.inst_name[state.holds.inst[held]]] == "B"
+    assert sorted(state.hold_ns.tolist()) == [0, 1000, 4000]  # B: held to the end
 
 
 def test_filters_apply_once_for_every_output(make_trace):
