@@ -63,8 +63,10 @@ def find_inversions(
     evidence = Evidence(state, graph, prefer)
     found: list[Inversion] = []
     budget, cut, dropped = max_cycles, False, 0
-    for c in np.unique(comp[graph.src[cyclic]]).tolist():
-        edges = cyclic[comp[graph.src[cyclic]] == c]
+    # the edges of each component together, most trusted first within it
+    cyclic = cyclic[np.argsort(comp[graph.src[cyclic]], kind="stable")]
+    starts = np.flatnonzero(np.r_[True, np.diff(comp[graph.src[cyclic]]) != 0])
+    for edges in np.split(cyclic, starts[1:]):
         contradictions, more = _component(graph, edges, budget)
         budget -= sum(len(x[2]) for x in contradictions)
         cut = cut or more
