@@ -7,7 +7,7 @@ finding points at (:mod:`~lktrace.replay.timeline`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -59,13 +59,21 @@ def status_badge(f: Finding, status: Callable | None) -> str:
 
 
 def findings_html(
-    timelines: Timelines, a: Analysis, prefix: str, status: Callable | None = None
+    timelines: Timelines,
+    a: Analysis,
+    prefix: str,
+    status: Callable | None = None,
+    figures: Sequence[str] = (),
 ) -> str:
+    """A card per finding, up to :data:`MAX_CARDS` (with ``figures[i]``, the
+    drawing of the i-th), then a list of the rest."""
     cards = []
     rows = []
     for i, (f, title) in enumerate(titled(a)):
         if i < MAX_CARDS:
-            cards.append(_card(timelines, f, title, f"{prefix}-f{i}", status_badge(f, status)))
+            figure = figures[i] if i < len(figures) else ""
+            badge = status_badge(f, status)
+            cards.append(_card(timelines, f, title, f"{prefix}-f{i}", badge, figure))
         elif len(rows) < MAX_ROWS:
             rows.append(f'<tr id="{prefix}-f{i}"><td>{escape(title)}</td></tr>')
     if rows:
@@ -86,11 +94,11 @@ class _Card:
     closing: str = ""  # how to label the latest mark
 
 
-def _card(tl: Timelines, f: Finding, title: str, anchor: str, badge: str) -> str:
+def _card(tl: Timelines, f: Finding, title: str, anchor: str, badge: str, figure: str) -> str:
     if isinstance(f, Deadlock):
-        card = _deadlock(f)
+        card = _deadlock(f, figure)
     elif isinstance(f, Inversion):
-        card = _inversion(f)
+        card = _inversion(f, figure)
     else:
         card = _anomaly(f)
     cls = "err" if is_error(f) else "warn"
@@ -148,7 +156,7 @@ def _stacks(pairs: list[tuple[str, list[str]]], summary: str = "stacks") -> str:
     return f"<details><summary>{escape(summary)}</summary>{blocks}</details>"
 
 
-def _deadlock(d: Deadlock) -> _Card:
+def _deadlock(d: Deadlock, figure: str) -> _Card:
     rows = []
     for t in d.tasks:
         w = t.waits_for
@@ -179,10 +187,10 @@ def _deadlock(d: Deadlock) -> _Card:
     colour = _palette(
         [t.waits_for.lock_name for t in d.tasks] + [h.lock_name for t in d.tasks for h in t.holds]
     )
-    return _Card(table + stacks, marks, colour, "deadlock")
+    return _Card(figure + table + stacks, marks, colour, "deadlock")
 
 
-def _inversion(inv: Inversion) -> _Card:
+def _inversion(inv: Inversion, figure: str) -> _Card:
     tags = [inv.level]
     if inv.deadlocked:
         tags.append("deadlocked in this trace")
@@ -208,8 +216,8 @@ def _inversion(inv: Inversion) -> _Card:
         )
     tasks_txt = ", ".join(f"{t['comm']}/{t['tid']}" for t in inv.tasks)
     parts.append(f"<p>Tasks that took these orders: {escape(tasks_txt)}</p>")
-    if len(inv.edges) == 2:
-        parts.append(_scenario(inv.edges))
+    scenario = _scenario(inv.edges) if len(inv.edges) == 2 else ""
+    parts.append(f'<div class="glance">{figure}{scenario}</div>')
     for w in inv.edges:
         parts.append(_witness(w))
     marks = [((w.file, w.tid), w.ts_ns, f"{w.src} \u2192 {w.dst}") for w in inv.edges]

@@ -61,22 +61,27 @@ def find_inversions(
     cyclic = cyclic[np.lexsort((first_ts, -graph.count[cyclic]))]
     prefer = _deadlocked_pairs(state, graph, links)
     evidence = Evidence(state, graph, prefer)
-    found: list[Inversion] = []
-    budget, cut, dropped = max_cycles, False, 0
+    budget, cut = max_cycles, False
+    contradictions: list[Contradiction] = []
     # the edges of each component together, most trusted first within it
     cyclic = cyclic[np.argsort(comp[graph.src[cyclic]], kind="stable")]
     starts = np.flatnonzero(np.r_[True, np.diff(comp[graph.src[cyclic]]) != 0])
     for edges in np.split(cyclic, starts[1:]):
-        contradictions, more = _component(graph, edges, budget)
-        budget -= sum(len(x[2]) for x in contradictions)
+        found_here, more = _component(graph, edges, budget)
+        budget -= sum(len(x[2]) for x in found_here)
         cut = cut or more
-        for _, shown, listed, against in contradictions:
-            if len(found) >= max_cycles:
-                dropped += 1
-                continue
-            inv = _inversion(state, evidence, shown, listed, against, set(prefer))
-            if inv is not None:
-                found.append(replace(inv, cycles_cut=cut))
+        contradictions += found_here
+    # past max_cycles, show the deadlocked ones and then the rarest suspects
+    deadlocked = set(prefer)
+    contradictions = [c for c in contradictions if not _class_graph_has_it(state, evidence, c[1])]
+    contradictions.sort(
+        key=lambda x: (not set(_cycle_edges(graph, x[1])) <= deadlocked, graph.count[x[0]])
+    )
+    found: list[Inversion] = []
+    for _, shown, listed, against in contradictions[:max_cycles]:
+        inv = _inversion(evidence, shown, listed, against, deadlocked)
+        found.append(replace(inv, cycles_cut=cut))
+    dropped = max(len(contradictions) - max_cycles, 0)
     notes = []
     if cut and found:
         notes.append(
@@ -133,23 +138,26 @@ def _component(graph: Graph, edges: np.ndarray, budget: int) -> tuple[list[Contr
     return found, more
 
 
+def _class_graph_has_it(state: ReplayState, evidence: Evidence, nodes: list[int]) -> bool:
+    """Whether the class graph reports this instance cycle: no two of its instances
+    share a class, so its classes close a cycle too."""
+    return (
+        evidence.graph.level == "instance"
+        and state.filters.level == "both"
+        and not any(evidence.same_class(e) for e in _cycle_edges(evidence.graph, nodes))
+    )
+
+
 def _inversion(
-    state: ReplayState,
     evidence: Evidence,
     nodes: list[int],
     listed: list[list[int]],
     against: int,
     deadlocked: set[int],
-) -> Inversion | None:
-    """The finding of one suspect, or None when the class graph reports it instead."""
+) -> Inversion:
+    """The finding of one suspect, shown by the cycle through ``nodes``."""
     graph = evidence.graph
-    edges = graph.find(nodes, nodes[1:] + nodes[:1]).tolist()
-    if (
-        graph.level == "instance"
-        and state.filters.level == "both"
-        and not any(evidence.same_class(e) for e in edges)
-    ):
-        return None  # no two instances of one class on it: the class graph has it
+    edges = _cycle_edges(graph, nodes)
     counts = [int(graph.count[e]) for e in edges]
     labels = graph.labels
     return replace(
@@ -164,6 +172,11 @@ def _inversion(
         ),
         cycles=[[labels[n] for n in c] for c in listed],
     )
+
+
+def _cycle_edges(graph: Graph, nodes: list[int]) -> list[int]:
+    """The edges of the cycle through ``nodes``, in order."""
+    return graph.find(nodes, nodes[1:] + nodes[:1]).tolist()
 
 
 def _deadlocked_pairs(state: ReplayState, graph: Graph, links: list[Link]) -> dict[int, int]:

@@ -1,10 +1,11 @@
 """``lktrace report``: one self-contained HTML page to attach to a bug report.
 
-The page holds the trace header, the lock-ordering graph with the inverted
-edges in red, and every finding in ``analyze``'s order, each with a timeline
-of the tasks involved and its stacks folded in ``<details>``.  Everything is
-inline (CSS, JS, SVG) and a Content-Security-Policy forbids fetching
-anything, so it opens offline and from a mail attachment.
+The page holds the trace header, the whole lock-ordering graph folded, and
+every finding in ``analyze``'s order, each with a figure of its locks
+(:mod:`~lktrace.replay.figures`), a timeline of the tasks involved and its
+stacks folded in ``<details>``.  Everything is inline (CSS, JS, SVG) and a
+Content-Security-Policy forbids fetching anything, so it opens offline and
+from a mail attachment.
 
 The parts are functions of a :class:`Page` (one analysed run), so
 :func:`render_diff_html` lays two of them side by side.  Big traces give a
@@ -23,18 +24,22 @@ from pathlib import Path
 
 from lktrace.console import fmt_count, fmt_ns
 from lktrace.replay.analyze import Options, analysis
-from lktrace.replay.cards import MAX_ROWS, findings_html, is_error, status_badge, titled
+from lktrace.replay.cards import (
+    MAX_CARDS,
+    MAX_ROWS,
+    findings_html,
+    is_error,
+    status_badge,
+    titled,
+)
 from lktrace.replay.changes import Diff
-from lktrace.replay.dot import LockGraph, graphviz_svg, lock_graph, to_dot
+from lktrace.replay.figures import COLUMN_WIDTH, REPORT_WIDTH, Drawings
 from lktrace.replay.findings import Analysis
 from lktrace.replay.identity import Finding, finding_identity
-from lktrace.replay.layout import layered_svg
 from lktrace.replay.state import ReplayState, replay
 from lktrace.replay.timeline import Timelines
 from lktrace.trace import Trace, TraceError
 from lktrace.version import writer
-
-MAX_GRAPH_EDGES = 60
 
 # First script on the page: records uncaught errors where a test (or a person) can see them.
 _ERROR_HOOK = (
@@ -56,6 +61,10 @@ class Page:
     @cached_property
     def timelines(self) -> Timelines:
         return Timelines(self.state)
+
+    @cached_property
+    def drawings(self) -> Drawings:
+        return Drawings(self.state, self.analysis)
 
 
 def build_page(
@@ -85,8 +94,8 @@ def render_html(page: Page) -> str:
         f"<header><h1>lktrace report</h1>{_header(page)}</header>",
         "<main>",
         _contents(a, "r"),
-        _graphs(page, "r"),
-        findings_html(page.timelines, a, "r"),
+        page.drawings.graphs("r"),
+        _findings(page, "r"),
         "</main>",
     ]
     return _document(f"lktrace report: {page.label}", "\n".join(body))
@@ -106,8 +115,8 @@ def render_diff_html(before: Page, after: Page, lines: Sequence[str] = ()) -> st
     for page, prefix, st in zip((before, after), ("a", "b"), status, strict=True):
         columns.append(
             f'<section class="column"><h2>{escape(page.label)}</h2>{_header(page)}'
-            f"{_contents(page.analysis, prefix, st)}{_graphs(page, prefix)}"
-            f"{findings_html(page.timelines, page.analysis, prefix, st)}</section>"
+            f"{_contents(page.analysis, prefix, st)}{page.drawings.graphs(prefix)}"
+            f"{_findings(page, prefix, st, COLUMN_WIDTH)}</section>"
         )
     gone = len(keys[0] - keys[1])
     new = len(keys[1] - keys[0])
@@ -214,36 +223,10 @@ def _contents(a: Analysis, prefix: str, status: Callable | None = None) -> str:
     return f'<section class="contents"><h2>Findings</h2><ol>{"".join(shown)}{more}</ol></section>'
 
 
-# -- the graph ----------------------------------------------------------------
-
-
-def _graphs(page: Page, prefix: str) -> str:
-    """The class graph (or instance graph), plus the instance graph of instance-level cycles."""
-    state, a = page.state, page.analysis
-    levels = list(state.graphs)
-    if "instance" in levels and len(levels) == 2:
-        wanted = any(i.level == "instance" for i in [*a.inversions, *a.guarded])
-        levels = ["class", "instance"] if wanted else ["class"]
-    parts = []
-    for level in levels:
-        g = lock_graph(state, a, level, MAX_GRAPH_EDGES)
-        if not g.edges:
-            parts.append(f'<p class="empty">No {level} ordering edges.</p>')
-            continue
-        svg = _graph_svg(g, f"{prefix}-{level}")
-        cut = f" ({len(g.edges)} of {g.total_edges} edges)" if len(g.edges) < g.total_edges else ""
-        parts.append(
-            f'<figure class="graph"><div class="scroll">{svg}</div><figcaption>{level} graph'
-            f"{cut}: red edges close an inversion, green dashed ones a guarded cycle; "
-            "labels name the function that took the second lock.</figcaption></figure>"
-        )
-    return f'<section class="graphs"><h2>Lock order</h2>{"".join(parts)}</section>'
-
-
-def _graph_svg(g: LockGraph, uid: str) -> str:
-    svg = graphviz_svg(to_dot(g))
-    if svg is None:
-        return layered_svg(g, uid)
-    # Graphviz numbers its ids from 1 in every drawing: keep them unique on the page.
-    svg = svg.replace(' id="', f' id="{uid}-')
-    return svg.replace("<svg ", '<svg class="lockgraph" ', 1)
+def _findings(
+    page: Page, prefix: str, status: Callable | None = None, width: float = REPORT_WIDTH
+) -> str:
+    """The finding cards, each with its own figure at most ``width`` px wide if it can."""
+    drawn = [f for f, _ in titled(page.analysis)[:MAX_CARDS]]
+    figures = page.drawings.findings(drawn, [f"{prefix}-f{i}" for i in range(len(drawn))], width)
+    return findings_html(page.timelines, page.analysis, prefix, status, figures)

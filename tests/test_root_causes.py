@@ -72,6 +72,18 @@ def test_max_cycles_stops_the_count_not_the_finding(make_trace):
     assert any("--max-cycles" in n for n in found.notes)
 
 
+def test_max_cycles_bounds_the_findings_shown_rarest_first(make_trace):
+    edges = {}
+    for i in range(5):  # five independent contradictions, the reversed order seen 5-i times
+        edges[(f"A{i}", f"B{i}")] = 40
+        edges[(f"B{i}", f"A{i}")] = 5 - i
+    found = run(make_trace, edges, max_cycles=3)
+    assert [i.suspect.count for i in found.inversions] == [1, 2, 3]
+    assert [i.suspect.src for i in found.inversions] == ["B4", "B3", "B2"]
+    assert any("2 more contradicting orderings not shown" in n for n in found.notes)
+    assert len(run(make_trace, edges).inversions) == 5
+
+
 def test_ranking_deadlocked_then_same_locks_then_rarer(make_trace):
     rows = orders({("C", "D"): 9, ("D", "C"): 1, ("E", "F"): 9, ("F", "E"): 4})
     rows += locked(50, "A") + locked(51, "B") + [(50, "attempt", "B"), (51, "attempt", "A")]
