@@ -1,12 +1,26 @@
-"""Benchmark ``lktrace analyze`` end to end on simulated traces of 1 M and 10 M events.
+"""Benchmark ``lktrace analyze`` against a bare column read and a per-event Python loop.
 
-For each size: simulate a scale trace (cached under bench/out/), run
-``lktrace analyze --format json`` in a child process and report its wall time
-and peak RSS. Once, at the largest size, also run a straightforward per-event
-Python replay of the same file (the baseline the vectorised replayer must
-beat) and print the ratio.
+Two simulated ``scale`` shapes of 10 M events (cached under bench/out/):
 
-    python3 bench/bench_analyze.py [--sizes 1000000 10000000] [--no-baseline]
+- ``today``: the scenario's defaults (64 tasks, 512 locks, nesting 1-4,
+  2 inversions): about 0.1 M distinct class edges;
+- ``issue``: a busy ``--scope all`` recording as issue 12 describes it (512
+  tasks, 2,000 locks, nesting 1-3, one inversion): about 1.2 M class edges.
+
+Each is timed, in child processes (so peak RSS is each one's own, process
+start and imports included), three ways in the same run:
+
+- ``read``: pyarrow reading the 13 columns of format v1 (strings as dictionaries);
+- ``analyze``: ``lktrace analyze --format json``;
+- ``loop``: a per-event Python loop computing only the class edges (the floor
+  of what any replay must do), which must find the edges analyze reports.
+
+Memory: ``--big 100000000`` also analyses one trace of that many events
+(issue shape) and ``--diff`` diffs two 10 M traces (issue shape, seeds 1
+and 2), reporting time and peak RSS.
+
+    python3 bench/bench_analyze.py [--shapes today issue] [--events 10000000] [--no-loop]
+                                   [--big 100000000] [--diff]
 """
 
 from __future__ import annotations
@@ -21,128 +35,178 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from lktrace.sim import simulate
-from lktrace.trace import read_trace
-
 OUT = Path(__file__).parent / "out"
 
+#: Parameters of ``write_scale`` per shape.
+SHAPES = {
+    "today": {"tasks": 64, "locks": 512, "inversions": 2},
+    "issue": {"tasks": 512, "locks": 2000, "inversions": 1, "depth_p": (0.1, 0.3, 0.6)},
+}
 
-def scale_trace(events: int) -> Path:
-    """A cached scale-mode trace of ``events`` events."""
-    path = OUT / f"scale-{events}.parquet"
+
+def scale_trace(shape: str, events: int, seed: int = 1) -> Path:
+    """A cached scale trace of ``shape`` with ``events`` events."""
+    from lktrace.sim.scale import write_scale
+
+    path = OUT / f"scale-{shape}-{events}-{seed}.parquet"
     if not path.exists():
         OUT.mkdir(exist_ok=True)
         t = time.perf_counter()
-        simulate("scale", path, seed=1, events=events)
-        print(f"  simulated {events:,} events in {time.perf_counter() - t:.1f} s")
+        part = path.with_suffix(".part")
+        write_scale(part, seed, f"bench {shape}", events=events, **SHAPES[shape])
+        part.rename(path)
+        print(f"  simulated {shape} {events:,} events in {time.perf_counter() - t:.1f} s")
     return path
 
 
-def run_analyze(path: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB) and class edges of ``lktrace analyze`` in a child process."""
+def child(argv: list[str]) -> tuple[float, float, str]:
+    """Run ``argv``; wall seconds, peak RSS (MiB) and stdout."""
     with tempfile.TemporaryFile("w+") as out:
         t = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "lktrace", "analyze", "--format", "json", str(path)], stdout=out
-        )
-        _, status, usage = os.wait4(child.pid, 0)
+        proc = subprocess.Popen(argv, stdout=out)
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
         if os.waitstatus_to_exitcode(status) not in (0, 1):
-            sys.exit(f"analyze failed on {path}")
+            sys.exit(f"failed: {' '.join(argv)}")
         out.seek(0)
-        edges = json.load(out)["summary"]["edges"]
-    return wall, usage.ru_maxrss / 1024, edges
+        return wall, usage.ru_maxrss / 1024, out.read()
 
 
-def baseline(path: Path) -> tuple[float, int]:
-    """The replay core of ``analyze`` as a straightforward per-event Python loop.
+def bare_read(path: Path) -> None:
+    """Read the 13 columns of a trace as pyarrow does at best (strings as dictionaries)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    Per task, a stack of held locks (instance, class, where it was taken);
-    per blocking attempt, an ordering edge from every other held lock at the
-    class and the instance level, keeping each edge's first witness and its
-    count; nested acquisitions (reentrancy depth) and the attempts still
-    pending at the end.  No cycles, gates or output: less than ``analyze``
-    does after the replay, so the ratio is a floor.
+    from lktrace.trace import COLUMNS, SCHEMA
+
+    strings = [c for c in COLUMNS if pa.types.is_dictionary(SCHEMA.field(c).type)]
+    table = pq.read_table(path, columns=list(COLUMNS), read_dictionary=strings)
+    print(table.num_rows)
+
+
+def class_edge_loop(path: Path) -> None:
+    """The class edges of a trace, by a plain per-event Python loop over its sorted rows.
+
+    Per task a list of held (instance, class); per blocking attempt on a lock
+    the task does not hold yet, an edge from the class of every other held
+    lock; trylocks add none; a release drops the latest hold of its lock.
     """
-    t = time.perf_counter()
+    from lktrace.trace import read_trace
+
     table = read_trace(path).sorted()
-    names = ("tid", "event", "api", "lock_addr", "lock_class", "lock_name", "ts_ns", "stack_id")
+    names = ("tid", "event", "api", "lock_addr", "lock_name", "lock_class")
     cols = [table[c].to_pylist() for c in names]
-    held: dict[int, list[tuple[tuple[int, str], str, int | None]]] = defaultdict(list)
-    class_edges: dict[tuple[str, str], list] = {}
-    inst_edges: dict[tuple, list] = {}
+    del table
+    held: dict[int, list[tuple[tuple[int, str], str]]] = defaultdict(list)
     depth: dict[tuple[int, tuple[int, str]], int] = defaultdict(int)
-    deepest: dict[tuple[int, tuple[int, str]], int] = {}
-    pending: dict[int, tuple[int, tuple[int, str]]] = {}
-    for tid, event, api, addr, cls, name, ts, stack in zip(*cols, strict=True):
+    edges: set[tuple[str, str]] = set()
+    for tid, event, api, addr, name, cls in zip(*cols, strict=True):
         inst = (addr, name)
-        mine = held[tid]
         if event == "attempt":
-            pending[tid] = (ts, inst)
             if "trylock" in api or depth[(tid, inst)]:
                 continue
-            for h_inst, h_cls, h_stack in mine:
-                if h_inst == inst:
-                    continue
-                witness = (tid, ts, stack, h_stack)
-                for edges, key in (
-                    (class_edges, (h_cls, cls) if h_cls != cls else None),
-                    (inst_edges, (h_inst, inst)),
-                ):
-                    if key is None:
-                        continue
-                    if key in edges:
-                        edges[key][1] += 1
-                    else:
-                        edges[key] = [witness, 1]
-        elif event in ("acquired", "failed"):
-            pending.pop(tid, None)
-            if event == "acquired":
-                mine.append((inst, cls, stack))
-                d = depth[(tid, inst)] = depth[(tid, inst)] + 1
-                if d > 1:
-                    deepest[(tid, inst)] = max(d, deepest.get((tid, inst), 0))
+            for h_inst, h_cls in held[tid]:
+                if h_inst != inst and h_cls != cls:
+                    edges.add((h_cls, cls))
+        elif event == "acquired":
+            held[tid].append((inst, cls))
+            depth[(tid, inst)] += 1
         elif event == "released" and depth[(tid, inst)]:
             depth[(tid, inst)] -= 1
+            mine = held[tid]
             for i in range(len(mine) - 1, -1, -1):
                 if mine[i][0] == inst:
                     del mine[i]
                     break
-    return time.perf_counter() - t, len(class_edges)
+    print(len(edges))
+
+
+def measure(shape: str, events: int, loop: bool) -> None:
+    path = scale_trace(shape, events)
+    me = [sys.executable, __file__]
+    read_s, read_mb, _ = child([*me, "--child", "read", str(path)])
+    an_s, an_mb, text = child([sys.executable, "-m", "lktrace", "analyze", "-f", "json", str(path)])
+    summary = json.loads(text)["summary"]
+    print(
+        f"{shape:6} {events:>11,} events, {summary['edges']:>9,} class edges "
+        f"({path.stat().st_size / 2**20:.0f} MiB on disk)\n"
+        f"  bare read   {read_s:7.2f} s {read_mb:6.0f} MiB\n"
+        f"  analyze     {an_s:7.2f} s {an_mb:6.0f} MiB   {an_s / read_s:.2f}x the read"
+    )
+    if loop:
+        lp_s, lp_mb, text = child([*me, "--child", "loop", str(path)])
+        same = "same edges" if int(text) == summary["edges"] else f"{int(text):,} edges: DIFFERENT"
+        print(
+            f"  class loop  {lp_s:7.2f} s {lp_mb:6.0f} MiB   analyze is {lp_s / an_s:.1f}x "
+            f"faster ({same})"
+        )
+
+
+def memory(big: int | None, diff: bool) -> None:
+    """Time and peak RSS of analyze on a ``big`` trace, and of diff on two 10 M traces."""
+    if big:
+        path = scale_trace("issue", big)
+        wall, rss, text = child(
+            [sys.executable, "-m", "lktrace", "analyze", "-f", "json", str(path)]
+        )
+        edges = json.loads(text)["summary"]["edges"]
+        print(
+            f"analyze {big:,} events ({edges:,} class edges): {wall:.1f} s, peak RSS {rss:.0f} MiB"
+        )
+    if diff:
+        a, b = scale_trace("issue", 10_000_000, 1), scale_trace("issue", 10_000_000, 2)
+        cmd = [sys.executable, "-m", "lktrace", "diff", "-f", "json", str(a), str(b)]
+        wall, rss, text = child(cmd)
+        print(f"diff of two 10,000,000-event traces: {wall:.1f} s, peak RSS {rss:.0f} MiB, "
+              f"verdict {json.loads(text)['verdict']}")  # fmt: skip
+
+
+def summaries(shapes: list[str], events: int) -> None:
+    """``lktrace summarize`` on each shape's trace and the lab's: time, RSS, sizes."""
+    lab = sorted((Path(__file__).parent.parent / "tests" / "data" / "lab").glob("*/*.parquet"))
+    traces = [scale_trace(shape, events) for shape in shapes] + lab
+    with tempfile.TemporaryDirectory() as d:
+        for path in traces:
+            out = Path(d) / "t.order.parquet"
+            cmd = [
+                sys.executable,
+                "-m",
+                "lktrace",
+                "summarize",
+                "--force",
+                str(path),
+                "-o",
+                str(out),
+            ]
+            wall, rss, _ = child(cmd)
+            size, was = out.stat().st_size, path.stat().st_size
+            print(
+                f"summarize {path.parent.name}/{path.name}: {wall:.1f} s, {rss:.0f} MiB; "
+                f"{was / 2**20:.2f} -> {size / 2**20:.2f} MiB ({was / size:.1f}x smaller)"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--no-loop", action="store_true", help="skip the per-event loop")
+    parser.add_argument("--big", type=int, help="also analyse one trace of this many events")
+    parser.add_argument("--diff", action="store_true", help="also diff two 10 M traces")
+    parser.add_argument("--summaries", action="store_true", help="only: summary sizes")
+    parser.add_argument("--child", nargs=2, metavar=("JOB", "TRACE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    walls: dict[int, float] = {}
-    edges: dict[int, int] = {}
-    for n in args.sizes:
-        path = scale_trace(n)
-        events = pq.ParquetFile(path).metadata.num_rows
-        wall, rss, edges[n] = run_analyze(path)
-        walls[n] = wall
-        print(
-            f"analyze {events:>12,} events: {wall:7.2f} s, peak RSS {rss:7.0f} MiB, "
-            f"{events / wall / 1e6:.2f} M events/s"
-        )
-    if len(walls) > 1:
-        small, large = min(walls), max(walls)
-        print(
-            f"scaling: {large:,} events took {walls[large] / walls[small]:.1f}x "
-            f"the time of {small:,} ({large / small:.0f}x the events)"
-        )
-    if not args.no_baseline:
-        n = max(args.sizes)
-        base, base_edges = baseline(scale_trace(n))
-        agree = "as analyze found" if base_edges == edges[n] else f"analyze found {edges[n]:,}"
-        print(
-            f"baseline per-event Python replay of {n:,} events: {base:.2f} s, "
-            f"{base_edges:,} class edges ({agree}); analyze is {base / walls[n]:.1f}x faster"
-        )
+    if args.child:
+        job, path = args.child
+        {"read": bare_read, "loop": class_edge_loop}[job](Path(path))
+        return
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if args.summaries:
+        summaries(args.shapes, args.events)
+        return
+    for shape in args.shapes:
+        measure(shape, args.events, not args.no_loop)
+    memory(args.big, args.diff)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The ``lktrace`` command line: one sub-command per job, each a thin layer over a module."""
 
+import glob
 import json
 import sys
 from pathlib import Path
@@ -26,10 +27,6 @@ app = typer.Typer(
 TraceArg = Annotated[Path, typer.Argument(help="A trace file (Parquet, format v1).")]
 
 
-class UsageError(Exception):
-    """Bad arguments that typer cannot catch by itself (exit code 2)."""
-
-
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(writer())
@@ -51,6 +48,10 @@ def _options(
     """Record kernel lock acquisitions with eBPF and find lock-order inversions offline."""
 
 
+class UsageError(Exception):
+    """Bad arguments that typer cannot catch by itself (exit code 2)."""
+
+
 @app.command()
 def info(trace: TraceArg) -> None:
     """Show a trace's metadata and event counts."""
@@ -60,7 +61,8 @@ def info(trace: TraceArg) -> None:
 
 
 def expand_traces(paths: list[Path]) -> list[Path]:
-    """Trace files named by ``paths``; a folder stands for the ``*.parquet`` files in it."""
+    """Trace files named by ``paths``; a folder stands for the ``*.parquet`` files in it, a
+    glob pattern (``runs/*/trace.parquet``, quoted against the shell) for the files it matches."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -68,9 +70,54 @@ def expand_traces(paths: list[Path]) -> list[Path]:
             if not found:
                 raise UsageError(f"{p}: no *.parquet trace files in this folder")
             files += found
+        elif not p.exists() and any(c in str(p) for c in "*?["):
+            found = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            if not found:
+                raise UsageError(f"{p}: no file matches this pattern")
+            files += found
         else:
             files.append(p)
     return files
+
+
+WorkersOpt = Annotated[
+    int,
+    typer.Option("--workers", "-j", help="Processes replaying traces at once (0: one per CPU)."),
+]
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Replay on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'.",
+    ),
+]
+
+
+def replay_files(files: list[Path], opts, workers: int, dask: str | None):
+    """The replay state of ``files`` (traces or summaries), with a progress line on a terminal."""
+    import pyarrow.parquet as pq
+
+    from lktrace.progress import Meter
+    from lktrace.replay.fleet import default_workers, order_state
+
+    for p in files:  # a bad file fails at once, before any work
+        read_meta(p)
+    rows = {p: pq.ParquetFile(p).metadata.num_rows for p in files}
+    n = workers or default_workers(len(files))
+    meter = Meter(sum(rows.values()), len(files))
+    parallel = bool(dask) or (n > 1 and len(files) > 1)
+
+    def done(path: Path) -> None:
+        if parallel:
+            meter.rows(rows[path])
+        meter.file_done(path)
+
+    try:
+        progress = None if parallel else meter.rows
+        return order_state(files, opts, workers=n, dask=dask, progress=progress, done=done)
+    finally:
+        meter.close()
 
 
 @app.command()
@@ -80,21 +127,25 @@ def analyze(
     fmt: Annotated[AnalyzeFormat, typer.Option("--format", "-f", help="Output.")] = AnalyzeFormat[
         "text"
     ],
+    workers: WorkersOpt = 0,
+    dask: DaskOpt = None,
     *,
     opts: "Options",
 ) -> None:
-    """Find lock-order inversions, deadlocks and reentrancy anomalies (exit 1 if any)."""
-    from lktrace.replay.analyze import analyze as run
+    """Find lock-order inversions, deadlocks and reentrancy anomalies (exit 1 if any).
+
+    Takes traces and lock-order summaries (lktrace summarize), mixed freely."""
+    from lktrace.replay.analyze import analysis
     from lktrace.replay.render import render
 
-    loaded = (read_trace(p) for p in expand_traces(traces))
+    state = replay_files(expand_traces(traces), opts, workers, dask)
     if fmt.value == "dot":
-        from lktrace.replay.dot import analyze_dot
+        from lktrace.replay.dot import state_dot
 
-        text, result = analyze_dot(loaded, opts, drop_tables=True)
+        text, result = state_dot(state, opts)
         typer.echo(text, nl=False)
         raise typer.Exit(1 if result.problems else 0)
-    result = run(loaded, opts, drop_tables=True)
+    result = analysis(state, opts)
     if fmt.value == "json":
         typer.echo(json.dumps({"writer": writer(), **result.to_dict()}, indent=2))
     else:
@@ -240,20 +291,27 @@ def diff(
     max_listed: Annotated[
         int, typer.Option(min=0, help="Text: entries shown per section (0: all).")
     ] = 50,
+    workers: WorkersOpt = 0,
+    dask: DaskOpt = None,
     *,
     opts: "Options",
 ) -> None:
     """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse).
 
-    Both sides are replayed with the same filters, at both graph levels."""
+    Both sides are replayed with the same filters, at both graph levels; each is a trace,
+    a lock-order summary, a folder or a glob of them."""
     from lktrace.replay.diff import compare, sides
     from lktrace.replay.render_diff import render_diff
+    from lktrace.replay.side import Side
 
     files = [expand_traces([side]) for side in (old, new)]
     for p in files[1]:  # a bad new file fails before the old side is analysed
         read_meta(p)
-    inputs = [(read_trace(p) for p in side) for side in files]
-    a, b = sides(*inputs, opts, drop_tables=True)
+    if fmt.value == "html":  # the pages draw timelines: they need the events
+        inputs = [(read_trace(p) for p in side) for side in files]
+        a, b = sides(*inputs, opts, drop_tables=True)
+    else:
+        a, b = (Side(replay_files(side, opts, workers, dask), opts) for side in files)
     result = compare(a, b)
     if fmt.value == "html":
         from lktrace.replay.report import Page, diff_lines, render_diff_html
@@ -265,6 +323,36 @@ def diff(
     else:
         render_diff(result, out, max_listed)
     raise typer.Exit(1 if result.verdict == "worse" else 0)
+
+
+@app.command()
+@with_options(*FILTERS)
+def summarize(
+    trace: TraceArg,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Summary to write (default: TRACE.order.parquet)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    *,
+    opts: "Options",
+) -> None:
+    """Write a trace's lock-order summary: what analyze and diff need, a fraction of the size."""
+    from lktrace.orderfile import filters_dict, is_summary, write_summary
+
+    if is_summary(trace):
+        raise UsageError(f"{trace}: already a lock-order summary")
+    output = output or trace.with_name(trace.name.removesuffix(".parquet") + ".order.parquet")
+    if output.exists() and not force:
+        raise UsageError(f"{output}: exists (--force to overwrite)")
+    state = replay_files([trace], opts, 1, None)
+    write_summary(output, state.order, filters_dict(opts))
+    size, was = output.stat().st_size, trace.stat().st_size
+    out.print(
+        f"wrote {output}: {state.order.size('orderings'):,} orderings, "
+        f"{size / 2**20:.2f} MiB ({was / max(size, 1):.0f}x smaller than the trace)",
+        markup=False,
+    )
 
 
 @app.command()
@@ -344,7 +432,7 @@ _CHECKED = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickExc
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
-        # prog_name: also under python -m (usage lines, completion scripts)
+        # prog_name: also under python -m, in usage lines and completion scripts
         code = app(prog_name="lktrace", standalone_mode=False)
     except _CHECKED as e:
         message = e.format_message()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -260,7 +260,10 @@ def _recover_hint(path: Path) -> str:
     return "a recording cut short is recovered from its spool with 'lktrace recover'"
 
 
-def _open(path: Path) -> pq.ParquetFile:
+_STRINGS = [c for c in COLUMNS if pa.types.is_dictionary(SCHEMA.field(c).type)]
+
+
+def _open(path: Path, **kwargs: Any) -> pq.ParquetFile:
     if not path.exists():
         spool = path.with_name(path.name + ".spool")
         raise TraceError(
@@ -282,7 +285,7 @@ def _open(path: Path) -> pq.ParquetFile:
     if tail != b"PAR1" or size < 12:
         raise TraceError(path, f"truncated Parquet file (no footer); {_recover_hint(path)}")
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, **kwargs)
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
 
@@ -291,6 +294,14 @@ def read_meta(path: str | Path) -> TraceMeta:
     """Read only the metadata of a trace file."""
     path = Path(path)
     return TraceMeta.from_kv(_open(path).metadata.metadata, path)
+
+
+def _check_stacks(table: pa.Table, meta: TraceMeta, path: Path) -> None:
+    top = pc.max(table["stack_id"]).as_py()
+    if top is not None and meta.stacks and top >= len(meta.stacks):
+        raise TraceError(
+            path, f"stack_id {top} is past the stack table ({len(meta.stacks)} stacks)"
+        )
 
 
 def read_trace(path: str | Path) -> Trace:
@@ -307,12 +318,79 @@ def read_trace(path: str | Path) -> Trace:
     # Each row group brings its own dictionaries; one per column lets
     # group-bys and joins run across row groups.
     table = conform(table, path).unify_dictionaries()
-    top = pc.max(table["stack_id"]).as_py()
-    if top is not None and meta.stacks and top >= len(meta.stacks):
-        raise TraceError(
-            path, f"stack_id {top} is past the stack table ({len(meta.stacks)} stacks)"
-        )
+    _check_stacks(table, meta, path)
     return Trace(path, table, meta)
+
+
+class TraceReader:
+    """Reads a trace in time slices, so memory follows one row group, not the file.
+
+    Slice ``k`` holds every event earlier than the first timestamp of the row
+    groups after it (from the footer's statistics), so the slices are
+    consecutive spans of time however the rows interleave; rows of a group
+    that belong to a later span wait for it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._pf = _open(self.path, read_dictionary=_STRINGS)
+        self.meta = TraceMeta.from_kv(self._pf.metadata.metadata, self.path)
+        self.num_events = self._pf.metadata.num_rows
+        self._mins = self._group_minima()
+
+    @property
+    def first_ts(self) -> int | None:
+        """The earliest event time, or None for an empty trace."""
+        known = [m for m in self._mins if m is not None]
+        return min(known) if known else None
+
+    def _group_minima(self) -> list[int | None]:
+        md = self._pf.metadata
+        names = self._pf.schema_arrow.names
+        if "ts_ns" not in names:
+            raise TraceError(self.path, "missing column: ts_ns")
+        col = names.index("ts_ns")
+        mins: list[int | None] = []
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            stats = rg.column(col).statistics
+            if rg.num_rows == 0:
+                mins.append(None)
+            elif stats is not None and stats.has_min_max:
+                mins.append(int(stats.min))
+            else:  # no statistics: read the one column
+                ts = self._read(i, ["ts_ns"])["ts_ns"]
+                mins.append(pc.min(ts).as_py())
+        return mins
+
+    def _read(self, group: int, columns: list[str]) -> pa.Table:
+        try:
+            return self._pf.read_row_group(group, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise TraceError(self.path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
+
+    def slices(self) -> Iterator[pa.Table]:
+        """The events, validated and cast to :data:`SCHEMA`, one span of time at a time."""
+        present = [c for c in COLUMNS if c in self._pf.schema_arrow.names]
+        later = [None] * len(self._mins)
+        low = None
+        for i in range(len(self._mins) - 1, -1, -1):
+            later[i] = low
+            m = self._mins[i]
+            low = m if low is None or (m is not None and m < low) else low
+        waiting: pa.Table | None = None
+        for i, cut in enumerate(later):
+            table = conform(self._read(i, present), self.path)
+            _check_stacks(table, self.meta, self.path)
+            if waiting is not None:
+                table = pa.concat_tables([waiting, table])
+                waiting = None
+            if cut is not None:
+                early = pc.less(table["ts_ns"], cut)
+                if not pc.all(early).as_py():
+                    waiting = table.filter(pc.invert(early))
+                    table = table.filter(early)
+            yield table
 
 
 class TraceWriter:

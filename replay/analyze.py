@@ -13,12 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from lktrace.options import MAX_CYCLES, MAX_DEPTH
 from lktrace.replay.anomalies import find_anomalies
 from lktrace.replay.deadlocks import find_deadlocks
-from lktrace.replay.events import RELEASED
 from lktrace.replay.findings import Analysis, Inversion
 from lktrace.replay.inversions import find_inversions
 from lktrace.replay.state import LEVELS, Filters, ReplayState, replay
@@ -65,11 +62,7 @@ def analysis(state: ReplayState, opts: Options) -> Analysis:
     return Analysis(
         traces=[_trace_info(t, span) for t, span in zip(ev.traces, ev.spans, strict=True)],
         summary={
-            "events": len(ev),
-            "tasks": len(ev.tasks),
-            "locks": len(ev.inst_name),
-            # a release's class names its unlock site: count the classes locks were taken as
-            "classes": len(np.unique(ev.cls[ev.event != RELEASED])),
+            **state.counts(),
             "edges": len(graphs.get("class", next(iter(graphs.values())))),
         },
         notes=notes,

@@ -77,34 +77,10 @@ def _reentrancy(state: ReplayState, max_depth: int) -> list[Anomaly]:
 
 
 def _excess_releases(state: ReplayState) -> list[Anomaly]:
-    ev, h = state.events, state.holds
     exc = state.replay.excess
     if not len(exc):
         return []
-    pre = set(h.end[h.before_start].tolist())
-    holds = pd.DataFrame(
-        {
-            "file": state.task_file[h.task],
-            "inst": h.inst,
-            "task": h.task,
-            "acq": h.acquired_ts,
-            "rel": h.released_ts,
-            "before": h.before_start,
-        }
-    )
-    holds = holds[~holds["before"]]
-    rel = pd.DataFrame(
-        {
-            "pos": exc,
-            "file": ev.file[exc],
-            "inst": ev.inst[exc],
-            "rtask": ev.task[exc],
-            "ts": ev.ts[exc],
-        }
-    )
-    m = rel.merge(holds, on=["file", "inst"])
-    m = m[(m["acq"] <= m["ts"]) & (m["ts"] <= m["rel"]) & (m["task"] != m["rtask"])]
-    owner = dict(zip(m["pos"], m["task"], strict=False))
+    owner, pre = state.release_owners()
     out = []
     for pos in exc.tolist():
         if pos in owner:

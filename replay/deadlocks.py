@@ -24,6 +24,10 @@ def find_deadlocks(state: ReplayState) -> tuple[list[Deadlock], list[Link]]:
         for i in open_holds[np.argsort(h.acquired_ts[open_holds], kind="stable")]
     }
     waiting = {int(ev.task[p]): int(p) for p in state.replay.pending}
+
+    def taken_at(hold: int) -> tuple[int, int]:
+        return int(h.acquired_ts[hold]), hold
+
     waits_on: dict[int, int] = {}
     for task, pos in waiting.items():
         hold = holder.get((int(ev.file[pos]), int(ev.inst[pos])))
@@ -45,7 +49,8 @@ def find_deadlocks(state: ReplayState) -> tuple[list[Deadlock], list[Link]]:
         tasks = []
         for i, task in enumerate(cycle):
             pos = waiting[task]
-            mine = [int(x) for x in open_holds if h.task[x] == task]
+            # what it holds, in the order it took them
+            mine = sorted((int(x) for x in open_holds if h.task[x] == task), key=taken_at)
             tid, comm = state.task(task)
             tasks.append(
                 BlockedTask(

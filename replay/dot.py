@@ -188,7 +188,11 @@ def analyze_dot(
     traces: Iterable[Trace], opts: Options, drop_tables: bool = False
 ) -> tuple[str, Analysis]:
     """``analyze --format dot``: the class graph, or the instance graph at ``--level instance``."""
-    state = replay(traces, opts, drop_tables)
+    return state_dot(replay(traces, opts, drop_tables), opts)
+
+
+def state_dot(state: ReplayState, opts: Options) -> tuple[str, Analysis]:
+    """The DOT graph and the analysis of a replay state."""
     found = analysis(state, opts)
     level = "instance" if opts.level == "instance" else "class"
     return to_dot(lock_graph(state, found, level)), found

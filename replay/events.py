@@ -128,6 +128,18 @@ class Events:
     def __len__(self) -> int:
         return len(self.ts)
 
+    @property
+    def n_inst(self) -> int:
+        return len(self.inst_name)
+
+    @property
+    def n_task(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def n_file(self) -> int:
+        return len(self.traces)
+
     def stack_frames(self, i: int) -> list[str]:
         """The call stack recorded with event ``i``."""
         return self.traces[self.file[i]].stack(int(self.stack[i]) if self.stack[i] >= 0 else None)
@@ -219,3 +231,178 @@ def load_events(traces: Iterable[Trace], drop_tables: bool = False) -> Events:
         inst_name=inst_name,
         **a,
     )
+
+
+@dataclass
+class Piece:
+    """One time slice of one trace, plus the events carried over from the slices before.
+
+    Carried events (open acquisitions, trailing attempts) rebuild each task's
+    state; they pair with later events but are not counted again.  Arrays are
+    sorted by (task, ts_ns, seq) like :class:`Events`.
+    """
+
+    task: np.ndarray  # int32: index into the coder's tasks
+    ts: np.ndarray  # int64
+    seq: np.ndarray  # uint64
+    event: np.ndarray  # int8
+    blocking: np.ndarray  # bool
+    inst: np.ndarray  # int32
+    cls: np.ndarray  # int32
+    caller: np.ndarray  # int32
+    stack: np.ndarray  # int32, -1 when not recorded
+    carried: np.ndarray  # bool
+    n_inst: int = 0
+    n_task: int = 0
+    n_file: int = 1
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def file(self) -> np.ndarray:
+        return np.zeros(len(self), np.int16)
+
+    def take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The events at ``positions``, as columns, marked carried."""
+        cols = {k: getattr(self, k)[positions] for k in _PIECE_COLUMNS}
+        cols["carried"] = np.ones(len(positions), bool)
+        return cols
+
+
+_PIECE_COLUMNS = ("task", "ts", "seq", "event", "blocking", "inst", "cls", "caller", "stack")
+
+
+class Interner:
+    """Numbers small non-negative integers (codes, tids) in order of first appearance."""
+
+    #: Keys from here up (or below 0) are numbered through a dict instead of an array.
+    BIG = 1 << 24
+
+    def __init__(self) -> None:
+        self.lookup = np.full(0, -1, np.int32)
+        self.keys: list[int] = []  # per number, its key
+        self._big: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _number(self, key: int) -> int:
+        if 0 <= key < len(self.lookup) and self.lookup[key] >= 0:
+            return int(self.lookup[key])
+        got = self._big.get(key)
+        if got is None:
+            got = len(self.keys)
+            self.keys.append(key)
+            if 0 <= key < self.BIG:
+                self._grow(key + 1)
+                self.lookup[key] = got
+            else:
+                self._big[key] = got
+        return got
+
+    def _grow(self, top: int) -> None:
+        if top > len(self.lookup):
+            self.lookup = np.r_[self.lookup, np.full(top - len(self.lookup), -1, np.int32)]
+
+    def ids(self, keys: np.ndarray) -> np.ndarray:
+        """The number of each key, numbering new ones in order of first appearance."""
+        if not len(keys):
+            return np.zeros(0, np.int32)
+        if keys.min() < 0 or keys.max() >= self.BIG:  # e.g. odd tids: hash them
+            codes, uniq = pd.factorize(keys)
+            return np.array([self._number(int(k)) for k in uniq], np.int32)[codes]
+        top = int(keys.max()) + 1
+        self._grow(top)
+        ids = self.lookup[keys]
+        new = np.flatnonzero(ids < 0)
+        if len(new):
+            first = np.full(top, len(keys), np.int64)
+            np.minimum.at(first, keys[new], new)
+            fresh = np.flatnonzero(first < len(keys))
+            fresh = fresh[np.argsort(first[fresh], kind="stable")]
+            self.lookup[fresh] = np.arange(len(self.keys), len(self.keys) + len(fresh))
+            self.keys += fresh.tolist()
+            ids = self.lookup[keys]
+        return ids
+
+
+class Coder:
+    """Turns one trace's slices into :class:`Piece` arrays with codes that hold across slices.
+
+    A lock instance is its name: a named lock's, or an anonymous one's
+    address as the trace spells it, which is unique within one trace.
+    """
+
+    def __init__(self) -> None:
+        self.classes, self.names, self.callers, self.comms = (Vocabulary() for _ in range(4))
+        self._inst = Interner()  # name code -> instance
+        self._tids = Interner()
+        self.pids: list[int] = []  # per task: pid and comm code of its latest event
+        self.task_comm: list[int] = []
+
+    @property
+    def inst_name(self) -> list[int]:
+        """Per instance: its name code."""
+        return self._inst.keys
+
+    @property
+    def tids(self) -> list[int]:
+        return self._tids.keys
+
+    @property
+    def n_inst(self) -> int:
+        return len(self._inst)
+
+    @property
+    def n_task(self) -> int:
+        return len(self._tids)
+
+    def encode(self, table: pa.Table, carry: dict[str, np.ndarray] | None) -> Piece:
+        """The events of ``table`` (one slice, format v1 columns) after those of ``carry``."""
+        n = table.num_rows
+        event_codes, event_values = dictionary_codes(table["event"])
+        event = np.array([EVENTS.index(v) for v in event_values], np.int8)[event_codes]
+        api_codes, api_values = dictionary_codes(table["api"])
+        trylock = np.array(["trylock" in v for v in api_values], bool)
+        blocking = (event == ATTEMPT) & ~trylock[api_codes] if n else event == 0
+        inst = self._inst.ids(self.names.translate(table["lock_name"]))
+        task = self._tids.ids(table["tid"].to_numpy())
+        cols = {
+            "task": task,
+            "ts": table["ts_ns"].to_numpy(),
+            "seq": table["seq"].to_numpy(),
+            "event": event,
+            "blocking": blocking,
+            "inst": inst,
+            "cls": self.classes.translate(table["lock_class"]),
+            "caller": self.callers.translate(table["caller"]),
+            "stack": pc.fill_null(table["stack_id"], -1).to_numpy().astype(np.int32),
+            "carried": np.zeros(n, bool),
+        }
+        comm = self.comms.translate(table["comm"])
+        pid = table["pid"].to_numpy()
+        if carry is not None:
+            cols = {k: np.concatenate([carry[k], v]) for k, v in cols.items()}
+            pad = len(carry["ts"])
+            comm, pid = np.r_[np.full(pad, -1, np.int32), comm], np.r_[np.zeros(pad, np.int32), pid]
+        order = _replay_order(cols["task"], cols["ts"], cols["seq"], max(self.n_task, 1))
+        _permute(cols, order)
+        self._latest(cols["task"], pid[order], comm[order], cols["carried"])
+        return Piece(**cols, n_inst=self.n_inst, n_task=self.n_task)
+
+    def _latest(self, task: np.ndarray, pid: np.ndarray, comm: np.ndarray, carried: np.ndarray):
+        """Keep each task's pid and comm as of its latest event."""
+        grow = self.n_task - len(self.pids)
+        self.pids += [0] * grow
+        self.task_comm += [0] * grow
+        real = np.flatnonzero(~carried)
+        if not len(real):
+            return
+        t = task[real]
+        last = real[np.flatnonzero(np.r_[t[1:] != t[:-1], True])]
+        for tk, p, c in zip(
+            task[last].tolist(), pid[last].tolist(), comm[last].tolist(), strict=True
+        ):
+            self.pids[tk] = p
+            self.task_comm[tk] = c

@@ -10,13 +10,11 @@ occurrence of every edge (a gate: such a cycle cannot deadlock).
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import numpy as np
 import pandas as pd
 
 from lktrace.replay.findings import Inversion
-from lktrace.replay.graph import Graph, expand_ranges
+from lktrace.replay.graph import Graph
 from lktrace.replay.paths import symbols
 from lktrace.replay.state import ReplayState
 
@@ -30,27 +28,10 @@ class Evidence:
         self.prefer = prefer  # edge -> the ordering pair a deadlocked task made on it
         self._gates: dict[int, set[int]] = {}
 
-    @cached_property
-    def _pairs_by_attempt(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(self.state.pairs.attempt, kind="stable")
-        return order, self.state.pairs.attempt[order]
-
     def gates(self, edge: int) -> set[int]:
         """Instances held at every occurrence of ``edge``, besides the edge's own locks."""
         if edge not in self._gates:
-            pairs, holds = self.state.pairs, self.state.holds
-            occ = self.graph.edge_occurrences(edge)
-            order, sorted_att = self._pairs_by_attempt
-            att = pairs.attempt[occ]
-            which, at = expand_ranges(
-                np.searchsorted(sorted_att, att, "left"), np.searchsorted(sorted_att, att, "right")
-            )
-            held = holds.inst[pairs.hold[order[at]]]
-            own = holds.inst[pairs.hold[occ]][which]
-            other = held != own
-            both = np.unique(np.c_[which[other], held[other]], axis=0)
-            insts, n = np.unique(both[:, 1], return_counts=True) if len(both) else ([], [])
-            self._gates[edge] = {int(i) for i, c in zip(insts, n, strict=True) if c == len(occ)}
+            self._gates[edge] = self.state.gates(self.graph, edge)
         return self._gates[edge]
 
     def paths(self, edge: int, limit: int = 8) -> list[int]:
@@ -92,7 +73,7 @@ class Evidence:
         for i, e in enumerate(edges):
             occ = graph.edge_occurrences(e)
             occ_tasks = ev.task[pairs.attempt[occ]]
-            tasks.update(np.unique(occ_tasks).tolist())
+            tasks.update(state.edge_tasks(graph, e))
             if e in self.prefer or chain:
                 chosen.append(self.prefer.get(e, chain[i] if chain else -1))
                 continue

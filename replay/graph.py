@@ -65,6 +65,9 @@ class Graph:
     occurrences: np.ndarray  # pair indices grouped by edge, in time order
     first: np.ndarray  # per edge: where its occurrences start
     count: np.ndarray  # per edge: how many
+    #: per edge, how many occurrences ``occurrences`` holds, when not all of them
+    #: (a state built from a summary keeps the witnesses only)
+    stored: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.src)
@@ -86,7 +89,8 @@ class Graph:
 
     def edge_occurrences(self, edge: int) -> np.ndarray:
         """Ordering pairs of ``edge``, earliest first."""
-        return self.occurrences[self.first[edge] : self.first[edge] + self.count[edge]]
+        n = self.count if self.stored is None else self.stored
+        return self.occurrences[self.first[edge] : self.first[edge] + n[edge]]
 
 
 def build_graph(ev: Events, holds: Holds, pairs: Pairs, level: str) -> Graph:

@@ -10,11 +10,19 @@ depth, so nested (reentrant) holds pair up like brackets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from lktrace.replay.events import ACQUIRED, ATTEMPT, FAILED, RELEASED, Events, stable_argsort
+from lktrace.replay.events import (
+    ACQUIRED,
+    ATTEMPT,
+    FAILED,
+    RELEASED,
+    Events,
+    Piece,
+    stable_argsort,
+)
 
 
 @dataclass
@@ -37,6 +45,15 @@ class Holds:
     depth: np.ndarray  # 1 for a plain hold, 2+ nested in itself
     origin: np.ndarray  # event position whose stack shows where it was taken (-1: unknown)
     before_start: np.ndarray  # bool: held when the trace began
+    ask: np.ndarray  # position of the attempt that asked for it (the acquisition's if none; -1)
+
+
+@dataclass
+class Seen:
+    """What the slices replayed before the current one leave for it (one trace)."""
+
+    first_acq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per instance
+    released: set[tuple[int, int]] = field(default_factory=set)  # (task, lock) released unheld
 
 
 @dataclass
@@ -50,17 +67,20 @@ class Replay:
     file_end_ts: np.ndarray  # per file: last timestamp
 
 
-def pair(ev: Events) -> Replay:
+def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     """Replay ``ev`` into hold intervals and the unmatched events.
+
+    ``seen`` carries, from one slice of a trace to the next, when each lock
+    was first acquired and which locks a task released without holding.
 
     Works on a copy of the events in (task, lock, time) order: positions in
     that order are "group" positions, ``g_order`` maps them back.  Full-length
     temporaries are narrow and freed early; 10 M events stay well under 2 GB.
     """
     n = len(ev)
-    n_inst = max(len(ev.inst_name), 1)
+    n_inst = max(ev.n_inst, 1)
     by_inst = stable_argsort(ev.inst, n_inst)  # then by task: (task, lock, time) order
-    g_order = by_inst[stable_argsort(ev.task[by_inst], len(ev.tasks))].astype(np.int32)
+    g_order = by_inst[stable_argsort(ev.task[by_inst], ev.n_task)].astype(np.int32)
     del by_inst
     same = np.zeros(n, bool)  # same task and lock as the event before
     same[1:] = True
@@ -129,8 +149,12 @@ def pair(ev: Events) -> Replay:
     exc_pos = np.sort(g_order[excess])
     first_acq = np.full(n_inst, np.iinfo(np.int64).max)
     np.minimum.at(first_acq, ev.inst[pos_a], ev.ts[pos_a])
+    if seen is not None:
+        before = seen.first_acq[: len(first_acq)]
+        first_acq[: len(before)] = np.minimum(first_acq[: len(before)], before)
+        seen.first_acq = first_acq
     early = ev.ts[exc_pos] < first_acq[ev.inst[exc_pos]]
-    pre = exc_pos[early & _first_release(ev, exc_pos)]
+    pre = exc_pos[early & _first_release(ev, exc_pos, seen)]
     task_first = np.r_[0, task_last[:-1] + 1] if len(task_last) else task_last
 
     holds = Holds(
@@ -146,6 +170,7 @@ def pair(ev: Events) -> Replay:
         depth=np.r_[acq_depth, np.ones(len(pre), np.int32)],
         origin=np.r_[origin, np.full(len(pre), -1)],
         before_start=np.r_[np.zeros(len(pos_a), bool), np.ones(len(pre), bool)],
+        ask=np.r_[pos_ask, np.full(len(pre), -1)],
     )
 
     # A blocking attempt never granted, and the task's last event: it is still waiting.
@@ -155,23 +180,29 @@ def pair(ev: Events) -> Replay:
     return Replay(holds, depth_before, np.sort(waiting), exc_pos, file_end_ts)
 
 
-def _task_last(ev: Events) -> np.ndarray:
+def _task_last(ev: Events | Piece) -> np.ndarray:
     """Per task, the position of its last event (events are task-ordered)."""
     if not len(ev):
         return np.zeros(0, np.int64)
     return np.flatnonzero(np.r_[ev.task[1:] != ev.task[:-1], True])
 
 
-def _file_end(ev: Events) -> np.ndarray:
-    end = np.full(len(ev.traces), np.iinfo(np.int64).min)
+def _file_end(ev: Events | Piece) -> np.ndarray:
+    end = np.full(ev.n_file, np.iinfo(np.int64).min)
     np.maximum.at(end, ev.file, ev.ts)
     return end
 
 
-def _first_release(ev: Events, positions: np.ndarray) -> np.ndarray:
+def _first_release(ev: Events | Piece, positions: np.ndarray, seen: Seen | None) -> np.ndarray:
     """Whether each excess release is its task's first on that lock."""
-    key = ev.task[positions].astype(np.int64) * len(ev.inst_name) + ev.inst[positions]
+    key = ev.task[positions].astype(np.int64) * ev.n_inst + ev.inst[positions]
     _, first = np.unique(key, return_index=True)
     out = np.zeros(len(positions), bool)
     out[first] = True
+    if seen is not None and len(positions):
+        pairs = zip(ev.task[positions].tolist(), ev.inst[positions].tolist(), strict=True)
+        for i, p in enumerate(pairs):
+            if p in seen.released:
+                out[i] = False
+            seen.released.add(p)
     return out

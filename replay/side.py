@@ -16,6 +16,7 @@ import pandas as pd
 from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.changes import NESTING_KINDS, Nesting
 from lktrace.replay.findings import Witness
+from lktrace.replay.histogram import class_times
 from lktrace.replay.identity import cycle_identity, lock_key
 from lktrace.replay.paths import CallPath
 from lktrace.replay.state import ReplayState
@@ -51,8 +52,7 @@ class Side:
         ev = state.events
         self.paths = state.paths
         self.cls_key = [frame_symbol(c) for c in ev.classes]
-        self.inst_cls = np.zeros(len(ev.inst_name), np.int64)
-        self.inst_cls[ev.inst] = ev.cls
+        self.inst_cls = state.inst_classes()
         self.inst_key = [
             lock_key("instance", ev.names[n], ev.classes[c])
             for n, c in zip(ev.inst_name.tolist(), self.inst_cls.tolist(), strict=True)
@@ -68,10 +68,8 @@ class Side:
 
     def _taken(self) -> set[tuple[str, str, CallPath]]:
         """(level, lock, call path) of every acquisition in the trace."""
-        h = self.state.holds
-        seen = pd.DataFrame({"c": h.cls, "i": h.inst, "p": self.hold_path}).drop_duplicates()
         out = set()
-        for c, i, p in seen.itertuples(index=False):
+        for c, i, p in self.state.taken().tolist():
             out.add(("class", self.cls_key[c], self.paths[p]))
             out.add(("instance", self.inst_key[i], self.paths[p]))
         return out
@@ -79,17 +77,12 @@ class Side:
     def _orderings(self) -> pd.DataFrame:
         """Every ordering of both graphs, keyed by names and call path (see the class)."""
         state = self.state
-        width = max(len(self.paths), 1)
         self._path_of = {path_key(p): p for p in self.paths.paths}
         keys_of_path = np.array(list(self._path_of), object)
         frames = []
         for graph in state.graphs.values():
             keys = np.asarray(self.cls_key if graph.level == "class" else self.inst_key, object)
-            occ = graph.occurrences
-            edge = np.repeat(np.arange(len(graph), dtype=np.int64), graph.count)
-            combo = edge * width + self.hold_path[state.pairs.hold[occ]]
-            uniq, first, count = np.unique(combo, return_index=True, return_counts=True)
-            e, path = uniq // width, uniq % width
+            e, path, first, count = state.ordering_paths(graph)
             src, dst = graph.src[e], graph.dst[e]
             listed = (
                 np.ones(len(e), bool)
@@ -105,7 +98,7 @@ class Side:
                         "src": keys[src[keep]],
                         "dst": keys[dst[keep]],
                         "path": keys_of_path[path[keep]],
-                        "pair": occ[first[keep]],
+                        "pair": first[keep],
                         "count": count[keep],
                         "listed": listed[keep],
                     }
@@ -188,19 +181,4 @@ class Side:
 
     def timing(self) -> pd.DataFrame:
         """Per lock class: acquisitions, wait and hold time median and p99 (ns)."""
-        h = self.state.holds
-        # without release events every acquisition looks nested: take them all
-        m = ~h.before_start & ((h.depth == 1) | bool(self.state.no_releases))
-        codes, names = pd.factorize(np.asarray(self.cls_key, object))
-        df = pd.DataFrame(
-            {
-                "lock_class": np.asarray(names, object)[codes[h.cls[m]]],
-                "wait": (h.acquired_ts - h.attempt_ts)[m],
-                "hold": np.where(h.released, h.released_ts - h.acquired_ts, np.nan)[m],
-            }
-        )
-        by = df.groupby("lock_class")
-        q = by[["wait", "hold"]].quantile([0.5, 0.99]).unstack()
-        q.columns = [f"{what}_p{round(p * 100)}" for what, p in q.columns]
-        q.insert(0, "count", by.size())
-        return q
+        return class_times(self.state.timing(), self.cls_key)

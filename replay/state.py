@@ -35,13 +35,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lktrace.options import Level, values
-from lktrace.replay.events import Events, load_events
+from lktrace.replay.events import RELEASED, Events, load_events
 from lktrace.replay.findings import LockRef, Witness
-from lktrace.replay.graph import Graph, Pairs, build_graph, ordering_pairs
+from lktrace.replay.graph import Graph, Pairs, build_graph, expand_ranges, ordering_pairs
+from lktrace.replay.histogram import hold_histograms
 from lktrace.replay.holds import Holds, Replay, pair
 from lktrace.replay.paths import CallPaths
 from lktrace.trace import Trace
@@ -186,6 +188,102 @@ class ReplayState:
         """Holds (outermost level) still held when their trace ended."""
         h = self.holds
         return np.flatnonzero(~h.released & (h.depth == 1))
+
+    # -- what finders aggregate over every occurrence ------------------------
+
+    @cached_property
+    def _pairs_by_attempt(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(self.pairs.attempt, kind="stable")
+        return order, self.pairs.attempt[order]
+
+    def gates(self, graph: Graph, edge: int) -> set[int]:
+        """Instances held at every occurrence of ``edge``, besides the edge's own locks."""
+        pairs, holds = self.pairs, self.holds
+        occ = graph.edge_occurrences(edge)
+        order, sorted_att = self._pairs_by_attempt
+        att = pairs.attempt[occ]
+        which, at = expand_ranges(
+            np.searchsorted(sorted_att, att, "left"), np.searchsorted(sorted_att, att, "right")
+        )
+        held = holds.inst[pairs.hold[order[at]]]
+        own = holds.inst[pairs.hold[occ]][which]
+        other = held != own
+        both = np.unique(np.c_[which[other], held[other]], axis=0)
+        insts, n = np.unique(both[:, 1], return_counts=True) if len(both) else ([], [])
+        return {int(i) for i, c in zip(insts, n, strict=True) if c == len(occ)}
+
+    def edge_tasks(self, graph: Graph, edge: int) -> set[int]:
+        """Every task that took ``edge``."""
+        occ = graph.edge_occurrences(edge)
+        return set(np.unique(self.events.task[self.pairs.attempt[occ]]).tolist())
+
+    def release_owners(self) -> tuple[dict[int, int], set[int]]:
+        """Of the releases of locks not held: the task holding the lock then (by position),
+        and the positions that end a hold from before the trace began."""
+        ev, h = self.events, self.holds
+        exc = self.replay.excess
+        pre = set(h.end[h.before_start].tolist())
+        holds = pd.DataFrame(
+            {
+                "file": self.task_file[h.task],
+                "inst": h.inst,
+                "task": h.task,
+                "acq": h.acquired_ts,
+                "rel": h.released_ts,
+                "before": h.before_start,
+            }
+        )
+        holds = holds[~holds["before"]]
+        rel = pd.DataFrame(
+            {
+                "pos": exc,
+                "file": ev.file[exc],
+                "inst": ev.inst[exc],
+                "rtask": ev.task[exc],
+                "ts": ev.ts[exc],
+            }
+        )
+        m = rel.merge(holds, on=["file", "inst"])
+        m = m[(m["acq"] <= m["ts"]) & (m["ts"] <= m["rel"]) & (m["task"] != m["rtask"])]
+        return dict(zip(m["pos"].tolist(), m["task"].tolist(), strict=False)), pre
+
+    def counts(self) -> dict[str, int]:
+        """Events, tasks, lock instances and classes (as locks were taken) replayed."""
+        ev = self.events
+        return {
+            "events": len(ev),
+            "tasks": len(ev.tasks),
+            "locks": len(ev.inst_name),
+            # a release's class names its unlock site: count the classes locks were taken as
+            "classes": len(np.unique(ev.cls[ev.event != RELEASED])),
+        }
+
+    def inst_classes(self) -> np.ndarray:
+        """Per instance, a class it was taken as (the last one seen)."""
+        ev = self.events
+        out = np.zeros(len(ev.inst_name), np.int64)
+        out[ev.inst] = ev.cls
+        return out
+
+    def taken(self) -> np.ndarray:
+        """Distinct (class, instance, call path id) rows of every acquisition."""
+        h = self.holds
+        return np.unique(np.c_[h.cls, h.inst, self.hold_paths].astype(np.int64), axis=0)
+
+    def ordering_paths(self, graph: Graph) -> tuple[np.ndarray, ...]:
+        """Per (edge, call path that held its source): edge, path id, first pair, count."""
+        width = max(len(self.paths), 1)
+        occ = graph.occurrences
+        edge = np.repeat(np.arange(len(graph), dtype=np.int64), graph.count)
+        combo = edge * width + self.hold_paths[self.pairs.hold[occ]]
+        uniq, first, count = np.unique(combo, return_index=True, return_counts=True)
+        return uniq // width, uniq % width, occ[first], count
+
+    def timing(self) -> dict[str, np.ndarray]:
+        """Wait (kind 0) and hold (kind 1) time histograms per class (see ``reduce.bucket``)."""
+        h = self.holds
+        # without release events every acquisition looks nested: take them all
+        return hold_histograms(h, ~h.before_start & ((h.depth == 1) | bool(self.no_releases)))
 
     # -- positions described for people ------------------------------------
 

@@ -1,6 +1,6 @@
 """The ``scale`` scenario: millions of lock events generated with numpy, for benchmarks.
 
-N tasks take M mutexes in critical sections one to four deep, always in one
+N tasks take M mutexes in critical sections one to four deep (``depth_p``), always in one
 global order (the lock's index is its rank), with some trylocks,
 interruptible and killable locks, some releases out of LIFO order and, now
 and then, another task's trylock failing on a held lock.  K inversions are
@@ -20,6 +20,7 @@ per-event Python objects.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -44,7 +45,11 @@ _ATTEMPT, _ACQUIRED, _FAILED, _RELEASED = range(4)
 #: Slots of one critical section: acquire 0, a contender's failed trylock on
 #: lock 0, acquire 1-3, then four releases.
 _SLOTS = 14
-_EVENTS_PER_SECTION = 3 * sum((i + 1) * p for i, p in enumerate(DEPTH_P)) + 2 * CONTENDED_P
+
+
+def _events_per_section(depth_p: np.ndarray) -> float:
+    return 3 * sum((i + 1) * p for i, p in enumerate(depth_p)) + 2 * CONTENDED_P
+
 
 _PATHS = (
     ("sim_ioctl", "__x64_sys_ioctl", "x64_sys_call", "do_syscall_64",
@@ -61,9 +66,16 @@ class Scale:
     """The fixed part of a scale trace: locks, tasks, dictionaries and stacks."""
 
     def __init__(
-        self, rng: np.random.Generator, tasks: int, locks: int, inversions: int, spread: int = 1
+        self,
+        rng: np.random.Generator,
+        tasks: int,
+        locks: int,
+        inversions: int,
+        spread: int = 1,
+        reserved: int = 0,
     ) -> None:
         self.tasks, self.locks = tasks, locks
+        self.draw = locks - reserved  # random sections take locks below this rank
         idx = np.arange(locks)
         dev_lo, dev_hi = int(locks * 0.45), int(locks * 0.55)
         is_dev = (idx >= dev_lo) & (idx < dev_hi)
@@ -115,7 +127,7 @@ class Scale:
 
     def _pairs(self, rng: np.random.Generator, k: int, spread: int) -> np.ndarray:
         """``k`` disjoint lock pairs ``(a, a+spread)``, both plain mutexes."""
-        plain = ~self.is_dev[:-spread] & ~self.is_dev[spread:]
+        plain = ~self.is_dev[: self.draw - spread] & ~self.is_dev[spread : self.draw]
         if spread == 1:
             # Take every other candidate so that no two pairs share a lock.
             starts = np.flatnonzero(plain)[::2]
@@ -127,10 +139,12 @@ class Scale:
         return np.stack([a, a + spread], axis=1)
 
 
-def _sections(rng: np.random.Generator, s: Scale, n: int) -> dict[str, np.ndarray]:
+def _sections(
+    rng: np.random.Generator, s: Scale, n: int, depth_p: np.ndarray
+) -> dict[str, np.ndarray]:
     """``n`` random critical sections: task, locks in rank order, APIs and flags."""
-    depth = rng.choice(4, size=n, p=DEPTH_P) + 1
-    chain = rng.integers(0, s.locks, size=(n, 4))
+    depth = rng.choice(len(depth_p), size=n, p=depth_p) + 1
+    chain = rng.integers(0, s.draw, size=(n, 4))
     chain[np.arange(4) >= depth[:, None]] = s.locks
     chain.sort(axis=1)
     # A lock drawn twice is taken once: its duplicate becomes unused.
@@ -168,6 +182,20 @@ def _inject(rng: np.random.Generator, s: Scale, sec: dict[str, np.ndarray], targ
     sec["api"][rows] = 0
     sec["non_lifo"][rows] = False
     sec["task"][reverse] = (sec["task"][forward] + 1) % s.tasks
+
+
+def _inject_one_way(
+    rng: np.random.Generator, s: Scale, sec: dict[str, np.ndarray], target: int, way: int
+) -> None:
+    """One section takes the two reserved top-ranked locks, in rank order (``way`` > 0) or
+    reversed: a run that alone shows no inversion, against a run of the other way."""
+    row = int(rng.integers(0, target // _SLOTS - 1))
+    pair = np.array([s.locks - 2, s.locks - 1])
+    sec["chain"][row] = s.locks
+    sec["chain"][row, :2] = pair if way > 0 else pair[::-1]
+    sec["depth"][row] = 2
+    sec["api"][row] = 0
+    sec["non_lifo"][row] = False
 
 
 def _fit(sec: dict[str, np.ndarray], target: int, nlocks: int) -> dict[str, np.ndarray]:
@@ -274,25 +302,42 @@ def write_scale(
     locks: int = 512,
     inversions: int = 2,
     spread: int = 1,
+    depth_p: Sequence[float] = DEPTH_P,
+    one_way: int = 0,
 ) -> Path:
-    """Generate the scale trace into ``path``, one row group per chunk of events."""
+    """Generate the scale trace into ``path``, one row group per chunk of events.
+
+    ``depth_p`` weighs how often a section nests 1, 2, ... (up to 4) locks.
+    ``one_way`` (1 or -1) keeps the two top-ranked locks out of the random
+    sections and has one section take them in rank order (1) or reversed (-1):
+    runs of both ways merged show an inversion that no single run does.
+    """
     if tasks < 2:
         raise ValueError("needs at least 2 tasks")
     if not 8 <= locks <= MAX_LOCKS:
         raise ValueError(f"takes 8 to {MAX_LOCKS} locks")
+    if not 1 <= len(depth_p) <= 4 or min(depth_p) < 0 or not sum(depth_p) > 0:
+        raise ValueError("depth_p takes 1 to 4 non-negative weights")
     if not 1 <= spread < locks:
         raise ValueError(f"--spread must be from 1 to {locks - 1} (the locks' ranks)")
     if inversions < 0 or events < 64 + 28 * inversions:
         raise ValueError(f"{inversions} inversions need at least {64 + 28 * inversions} events")
-    s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions, spread)
+    if one_way not in (-1, 0, 1):
+        raise ValueError("one_way is 1, -1 or 0")
+    reserved = 2 if one_way else 0
+    s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions, spread, reserved)
     t = BOOT_NS + (seed % 997) * 7_000_000
+    weights = np.asarray(depth_p, float) / sum(depth_p)
     with TraceWriter(path, row_group_size=CHUNK) as w:
         for chunk, start in enumerate(range(0, events, CHUNK)):
             target = min(CHUNK, events - start)
             rng = np.random.default_rng([seed, chunk])
-            sec = _sections(rng, s, int(target / _EVENTS_PER_SECTION * 1.05) + 16)
+            n = int(target / _events_per_section(weights) * 1.05) + 16
+            sec = _sections(rng, s, n, weights)
             if chunk == 0:
                 _inject(rng, s, sec, target)
+                if one_way:
+                    _inject_one_way(rng, s, sec, target, one_way)
             table = _events(rng, s, _fit(sec, target, locks), start, t)
             t = int(table["ts_ns"][-1].as_py())
             w.write(table)
