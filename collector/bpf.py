@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import event_dtype
+from lktrace.collector.events import HELD_DTYPE, event_dtype
 from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
 from lktrace.probes.targets import CONTENTION_SINCE, Targets
@@ -232,6 +234,20 @@ class BccSource:
     @property
     def lost(self) -> int:
         return self.counters()["lost"] + self.user_lost
+
+    def held(self) -> np.ndarray | None:
+        """The locks each task holds, from the program's ``held`` map (lockprobe.c), as
+        (tid, lock, depth) rows; ``None`` for a program without one (tracepoints)."""
+        try:
+            table = self.bpf[b"held"]
+        except KeyError:
+            return None
+        try:
+            items = list(table.items_lookup_batch())  # one syscall per batch (v5.6+)
+        except Exception:  # older kernels: bcc raises bare Exception, iterate instead
+            items = list(table.items())
+        rows = [(k.tid, k.lock, v.value) for k, v in items]
+        return np.array(rows, dtype=HELD_DTYPE)
 
     def close(self) -> None:
         if self._ring is not None:

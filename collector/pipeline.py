@@ -1,5 +1,5 @@
-"""The drain loop: event source → batches → decoded tables with (ts, seq) → spool and
-the trace being written.
+"""The drain loop: event source → batches → decoded tables with (ts, seq) → a sink (the
+spool and the trace being written, or ``watch``'s ring in memory).
 
 Source-agnostic: anything with ``poll``/``take``/``lost``/``stack_lookup``/``apis`` (the
 BCC sources, or the synthetic source of the tests and the benchmark) is recorded the same way.
@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import pyarrow as pa
+
 from lktrace.collector.events import Decoder, StackLookup
 from lktrace.collector.kallsyms import Kallsyms
-from lktrace.collector.spool import SpoolWriter
 from lktrace.collector.stream import TraceStream
 
 
@@ -28,6 +30,7 @@ class EventSource(Protocol):
     def poll(self, timeout_ms: int) -> None: ...
     def take(self) -> bytes: ...
     def counters(self) -> dict[str, int]: ...
+    def held(self) -> np.ndarray | None: ...
     def close(self) -> None: ...
     @property
     def lost(self) -> int: ...
@@ -43,15 +46,25 @@ class Progress:
     spool_bytes: int = 0
 
 
+class Sink(Protocol):
+    """Where decoded batches go: the spool (``record``) or the ring (``watch``)."""
+
+    def append(
+        self, batch: pa.Table, new_stacks: list[list[str]], lost: int, duration_ns: int
+    ) -> None: ...
+    @property
+    def size(self) -> int: ...
+
+
 class Drain:
-    """Moves events from a source to a spool (and a trace stream, when given), flushing at
+    """Moves events from a source to a sink (and a trace stream, when given), flushing at
     least every ``interval`` s and whenever ``max_buffer`` bytes are waiting, so memory
     stays bounded."""
 
     def __init__(
         self,
         source: EventSource,
-        spool: SpoolWriter,
+        spool: Sink,
         syms: Kallsyms,
         stream: TraceStream | None = None,
         interval: float = 0.5,

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -49,6 +50,18 @@ class RecordRequest:
     argv: list[str] = field(default_factory=list)
 
 
+class ProbeRequest(Protocol):
+    """What choosing and attaching the probes needs (``record``'s and ``watch``'s)."""
+
+    scope: str
+    stacks: bool
+    pid: int | None
+    comm: str | None
+    backend: str
+    buffer_mb: int
+    argv: list[str]
+
+
 def buffer_pages(mb: int) -> int:
     """Pages of a ring buffer of at least ``mb`` MiB (the kernel wants a power of two)."""
     pages = max(1, mb) * (1 << 20) // mmap.PAGESIZE
@@ -65,7 +78,7 @@ class Opened:
     extra: dict[str, str]
 
 
-def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
+def open_source(req: ProbeRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     """Check the kernel, choose the backend and attach (BCC is imported only here)."""
     from lktrace.collector import bpf
 
@@ -200,7 +213,7 @@ def prepare_output(out: Path, force: bool) -> Path:
 
 
 def start_meta(
-    req: RecordRequest, backend: str, probes: list[str], extra: dict[str, str]
+    req: ProbeRequest, backend: str, probes: list[str], extra: dict[str, str]
 ) -> TraceMeta:
     """The metadata known when recording starts."""
     uname = os.uname()

@@ -159,6 +159,81 @@ def record(
 
 
 @app.command()
+def watch(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where dumps go (deadlock-*, snapshot-*).")
+    ] = Path("."),
+    keep: Annotated[str, typer.Option("--keep", help="Seconds of events kept in memory.")] = (
+        "120s"
+    ),
+    max_mb: Annotated[int, typer.Option("--max-mb", help="Memory bound of the ring (MiB).")] = 256,
+    stuck: Annotated[
+        str, typer.Option("--stuck", help="A lock attempt pending this long is stuck.")
+    ] = "10s",
+    stuck_hard: Annotated[
+        str, typer.Option("--stuck-hard", help="Report a long wait (not a deadlock) past this.")
+    ] = "120s",
+    scope: Annotated[
+        str, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
+    ] = "pci",
+    no_stacks: Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")] = False,
+    pid: Annotated[int | None, typer.Option("--pid", help="Only this process (tgid).")] = None,
+    comm: Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")
+    ] = "auto",
+    buffer_mb: Annotated[
+        int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")
+    ] = 16,
+    print_unit: Annotated[
+        bool, typer.Option("--print-unit", help="Print the systemd unit and exit.")
+    ] = False,
+) -> None:
+    """Keep the last minutes in memory; write the evidence when a deadlock happens (root)."""
+    from lktrace.collector.record import BACKENDS
+    from lktrace.collector.watch import WatchRequest, parse_duration, unit_text
+    from lktrace.collector.watch import watch as run
+
+    if print_unit:
+        typer.echo(unit_text(), nl=False)
+        return
+    try:
+        times = {k: parse_duration(v) for k, v in
+                 (("--keep", keep), ("--stuck", stuck), ("--stuck-hard", stuck_hard))}  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    for name, value in times.items():
+        if value <= 0:
+            raise UsageError(f"{name} must be positive")
+    if times["--stuck-hard"] < times["--stuck"]:
+        raise UsageError("--stuck-hard must not be shorter than --stuck")
+    if not 8 <= max_mb <= 1 << 20:
+        raise UsageError("--max-mb must be between 8 and 1048576")
+    if scope not in ("pci", "all"):
+        raise UsageError(f"--scope must be pci or all, not {scope!r}")
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if not 1 <= buffer_mb <= 4096:
+        raise UsageError("--buffer-mb must be between 1 and 4096")
+    run(
+        WatchRequest(
+            dir=directory,
+            keep_s=times["--keep"],
+            max_mb=max_mb,
+            stuck_s=times["--stuck"],
+            stuck_hard_s=times["--stuck-hard"],
+            scope=scope,
+            stacks=not no_stacks,
+            pid=pid,
+            comm=comm,
+            backend=backend,
+            buffer_mb=buffer_mb,
+            argv=["lktrace", *sys.argv[1:]],
+        )
+    )
+
+
+@app.command()
 def recover(
     spool: Annotated[Path, typer.Argument(help="The .spool directory a recording left.")],
     output: Annotated[
