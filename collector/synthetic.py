@@ -125,7 +125,10 @@ class SyntheticSource:
     bpf_ktime_get_ns() would; ``rate`` (events/s, implies ``clock``) produces records
     as a kernel doing that many lock operations would, up to ``chunk`` per poll: what
     the consumer leaves behind beyond that is counted as lost, as a full ring buffer
-    would. ``script`` injects :class:`Scripted` records.
+    would. ``script`` injects :class:`Scripted` records. ``locking=True`` makes the
+    background well-formed: each task takes one of its own locks, then releases it, over
+    and over (no lock shared, none held or waited for long), so that only the script
+    deadlocks.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class SyntheticSource:
         clock: bool = False,
         rate: float | None = None,
         script: Sequence[Scripted] = (),
+        locking: bool = False,
     ) -> None:
         self.apis = list(APIS)
         self.stack_lookup = STACKS.get if stacks else None
@@ -152,7 +156,8 @@ class SyntheticSource:
         self.closed = False
         self._lost = 0
         self._chunks: list[bytes] = []
-        self._template = self._make(chunk, stacks, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        self._template = self._locking(chunk) if locking else self._make(chunk, stacks, rng)
         self._template["ts"] += 1_000_000_000
         self._script = sorted(script, key=lambda s: s.after)
         self._held: dict[tuple[int, int], int] = {}
@@ -180,6 +185,26 @@ class SyntheticSource:
         ev["comm"] = np.array([b"writer", b"udevd", b"kworker/0:1"])[ev["tid"] % 3]
         # per-CPU buffers interleave: times arrive out of order by a few events
         ev["ts"] = np.arange(n) + rng.integers(0, 64, n)
+        return ev
+
+    @staticmethod
+    def _locking(n: int, tasks: int = 64, locks: int = 16) -> np.ndarray:
+        """Tasks taking turns: attempt, acquired, released of one of their own locks
+        (``n`` rounded up to whole turns, so that the pattern runs on across chunks)."""
+        turn = 3 * tasks
+        n = -(-n // (turn * locks)) * turn * locks
+        ev = np.zeros(n, dtype=event_dtype(True))
+        i = np.arange(n)
+        task, step, k = i % tasks, (i // tasks) % 3, (i // turn) % locks
+        ev["tid"] = 1000 + task
+        ev["pid"] = ev["tid"]
+        ev["cpu"] = task % 4
+        ev["comm"] = np.array([b"writer", b"udevd", b"kworker/0:1"])[task % 3]
+        ev["event"] = np.array([ATTEMPT, ACQUIRED, RELEASED])[step]
+        ev["api"] = np.where(step == 2, 1, 0)
+        ev["stack_id"] = np.where(step == 2, 4, 1)
+        ev["lock"] = 0xFFFF888100000000 + 0x40 * (task * locks + k).astype(np.uint64)
+        ev["ts"] = i
         return ev
 
     def poll(self, timeout_ms: int) -> None:

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.resources import files
@@ -147,10 +148,10 @@ class Watcher:
         self._snapshot = False
         self.started = time.monotonic()
 
-    def run(self, stop: StopFlag | None = None) -> None:
-        """Watch until ``stop`` (SIGINT/SIGTERM by default), then finish pending dumps."""
-        stop = stop or StopFlag(None, None)
-        handlers = {signal.SIGINT: stop.handler, signal.SIGTERM: stop.handler,
+    def run(self, stop: Callable[[], bool] | None = None) -> None:
+        """Watch until SIGINT/SIGTERM (or ``stop()``), then finish the dumps queued."""
+        flag = StopFlag(None, None)
+        handlers = {signal.SIGINT: flag.handler, signal.SIGTERM: flag.handler,
                     signal.SIGUSR1: self._want_snapshot}  # fmt: skip
         old = {s: signal.signal(s, h) for s, h in handlers.items()}
         r = self.req
@@ -163,7 +164,7 @@ class Watcher:
             flush=True,
         )
         try:
-            self.drain.run(stop, self.tick)
+            self.drain.run(lambda: flag() or (stop is not None and stop()), self.tick)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
