@@ -30,6 +30,7 @@ TRACEFS = Path("/sys/kernel/tracing")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
 KRETPROBE_MAXACTIVE = 1024
+WRAP_LOCK = 1  # lockprobe.c: inside pci_lock_rescan_remove()
 
 
 def import_bcc() -> Any:
@@ -249,10 +250,27 @@ class BccSource:
         rows = [(k.tid, k.lock, v.value) for k, v in items]
         return np.array(rows, dtype=HELD_DTYPE)
 
-    def close(self) -> None:
-        if self._ring is not None:
-            self._ring.close()
-        self.bpf.cleanup()
+    def in_flight(self, tids: list[int]) -> dict[int, bool]:
+        """Whether each task is inside a lock call, by the program's per-task state: a
+        mutex call or the rescan wrapper not yet returned (lockprobe.c's ``tasks``), a
+        contention not yet ended (contention.c's ``waiting``). Tasks it has no state for
+        are left out."""
+        for name in (b"tasks", b"waiting"):
+            try:
+                table = self.bpf[name]
+            except KeyError:
+                continue
+            found: dict[int, bool] = {}
+            for tid in tids:
+                try:
+                    st = table[table.Key(tid)]
+                except KeyError:
+                    if name == b"waiting":  # the contention ended: its entry was deleted
+                        found[tid] = False
+                    continue
+                found[tid] = name == b"waiting" or bool(st.p.active) or st.wrap == WRAP_LOCK
+            return found
+        return {}
 
 
 def open_lock_probes(

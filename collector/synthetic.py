@@ -5,8 +5,9 @@ the tests and the benchmarks; everything after it is the real pipeline.
 Besides the background stream, a script of records can be injected at given points
 (real lock semantics: a deadlock, a long wait), and the source keeps the held-lock
 state of the scripted tasks as the BPF program's ``held`` map does (:meth:`held`),
-including for records "lost" on the way (``emit=False``), as a full ring buffer
-loses the record but not the map update.
+and whether each is inside a lock call (:meth:`in_flight`), also for records "lost"
+on the way (``emit=False``), as a full ring buffer loses the record but not the map
+update.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ class SyntheticSource:
         self._template["ts"] += 1_000_000_000
         self._script = sorted(script, key=lambda s: s.after)
         self._held: dict[tuple[int, int], int] = {}
+        self._calling: dict[int, bool] = {}
         self._last_ns = time.monotonic_ns()
 
     @staticmethod
@@ -249,6 +251,7 @@ class SyntheticSource:
         records = np.zeros(len(todo), dtype=self._template.dtype)
         for i, s in enumerate(todo):
             key = (s.tid, s.lock)
+            self._calling[s.tid] = s.event == ATTEMPT
             if s.event == ACQUIRED:
                 self._held[key] = self._held.get(key, 0) + 1
             elif s.event == RELEASED and self._held.get(key, 0) > 1:
@@ -264,6 +267,10 @@ class SyntheticSource:
             r["kind"] = {3: KIND_WRAPPED, 2: KIND_DEVICE}.get(s.site, KIND_MUTEX)
             r["name"] = DEVICE if s.site == 2 else b""
         self._add(records[[s.emit for s in todo]])
+
+    def in_flight(self, tids: list[int]) -> dict[int, bool]:
+        """Whether each scripted task is inside a lock call (the BPF per-task state)."""
+        return {t: self._calling[t] for t in tids if t in self._calling}
 
     def held(self) -> np.ndarray:
         """The held-lock state, as the BPF ``held`` map holds it: (tid, lock, depth)."""

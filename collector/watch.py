@@ -203,12 +203,17 @@ class Watcher:
             )
 
     def stuck(self, now_ns: int) -> list[Wait]:
-        """Tasks whose blocking attempt is pending for longer than ``--stuck``."""
+        """Tasks whose blocking attempt is pending for longer than ``--stuck`` (and, as far
+        as the BPF side knows, still are)."""
         w = self.ring.state.waiting
         w = w.filter(pc.less_equal(w["ts_ns"], now_ns - int(self.req.stuck_s * 1e9)))
         cols = {c: w[c].to_pylist() for c in ("tid", "comm", "lock_addr", "lock_class",
                                               "lock_name", "ts_ns", "caller")}  # fmt: skip
-        return [Wait(*row) for row in zip(*cols.values(), strict=True)]
+        waits = [Wait(*row) for row in zip(*cols.values(), strict=True)]
+        # an answer whose record was lost leaves an attempt open in the ring: the
+        # kernel side's per-task state says whether the task is still in a lock call
+        calling = self.source.in_flight([w.tid for w in waits]) if waits else {}
+        return [w for w in waits if calling.get(w.tid, True)]
 
     def holders(self, stuck: list[Wait]) -> dict[int, list[Holder]]:
         """Who holds each lock the stuck tasks wait for: the ring's open holds (with where
