@@ -247,7 +247,7 @@ class BccSource:
             items = list(table.items_lookup_batch())  # one syscall per batch (v5.6+)
         except Exception:  # older kernels: bcc raises bare Exception, iterate instead
             items = list(table.items())
-        rows = [(k.tid, k.lock, v.value) for k, v in items]
+        rows = [(k.tid, k.lock, getattr(v, "value", v)) for k, v in items]  # batch: plain ints
         return np.array(rows, dtype=HELD_DTYPE)
 
     def in_flight(self, tids: list[int]) -> dict[int, bool]:

@@ -189,7 +189,10 @@ class Watcher:
             self.write("snapshot", None, time.monotonic_ns())
         if now >= self._next_check:
             self._next_check = now + CHECK_EVERY
-            self.check(time.monotonic_ns())
+            try:
+                self.check(time.monotonic_ns())
+            except Exception as e:  # a flight recorder keeps recording: say it, go on
+                print(f"lktrace: looking at stuck tasks failed: {e!r}", file=self.log, flush=True)
         if now >= self._next_status:
             self._next_status = now + 600
             first = self.ring.first_ns
