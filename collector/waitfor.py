@@ -75,17 +75,22 @@ class Finding:
         """The same tasks stuck on the same attempts: the same finding."""
         return frozenset(w.key for w in self.waits)
 
-    def held_by(self, w: Wait) -> str:
+    def held_by(self, w: Wait, most: int = 3) -> str:
         names = [h.label() for h in self.holders.get(w.lock, [])]
-        return ", ".join(names) or "unknown (not seen taken, not in the held map)"
+        if not names:
+            return "unknown (not seen taken, not in the held map)"
+        more = f" and {len(names) - most} more" if len(names) > most else ""
+        return ", ".join(names[:most]) + more
 
-    def line(self, now_ns: int) -> str:
-        """One line: what is stuck on what, for how long."""
+    def line(self, now_ns: int, most: int = 4) -> str:
+        """One line: what is stuck on what, for how long (the first ``most`` tasks)."""
         parts = [
             f"{w.label()} waits {(now_ns - w.since_ns) / 1e9:.1f} s for {w.lock_label()} "
             f"held by {self.held_by(w)}"
-            for w in self.waits
+            for w in self.waits[:most]
         ]
+        if len(self.waits) > most:
+            parts.append(f"and {len(self.waits) - most} more tasks")
         return f"{self.kind}: {'; '.join(parts)}"
 
     def to_json(self, now_ns: int) -> list[dict]:
