@@ -142,7 +142,7 @@ def soak(seconds: float, rate: float) -> None:
         cpu = _cpu() - cpu0
         w.dumps.close()
         dumps = sorted(p.name for p in Path(tmp).glob("*.parquet"))
-    print("   s    events produced    lost   ring MB  arrow MB  RSS MB")
+    print("   s    events produced    lost  ring MiB arrow MiB RSS MiB")
     for t, n, lost, ring_mb, arrow_mb, rss in samples:
         print(f"{t:5.0f} {n:18,} {lost:8,} {ring_mb:8.1f} {arrow_mb:9.1f} {rss:7.0f}")
     elapsed = time.monotonic() - start
@@ -150,9 +150,9 @@ def soak(seconds: float, rate: float) -> None:
         f"{source.produced:,} events in {elapsed:.0f} s = {source.produced / elapsed / 1e6:.2f} "
         f"M events/s asked {rate / 1e6:.2f} M/s, {source.lost:,} lost "
         f"({source.lost / max(1, source.lost + source.produced):.1%}); CPU {cpu:.0f} s "
-        f"({cpu / elapsed:.2f} cores); ring peak {max(s[3] for s in samples):.1f} MB of "
-        f"{req.max_mb} MB; RSS {samples[0][5]:.0f} -> {samples[-1][5]:.0f} MB "
-        f"(peak {max(s[5] for s in samples):.0f} MB); dumps: {dumps}"
+        f"({cpu / elapsed:.2f} cores); ring peak {max(s[3] for s in samples):.1f} MiB of "
+        f"{req.max_mb} MiB; RSS {samples[0][5]:.0f} -> {samples[-1][5]:.0f} MiB "
+        f"(peak {max(s[5] for s in samples):.0f} MiB); dumps: {dumps}"
     )
 
 

@@ -157,7 +157,7 @@ class Watcher:
         r = self.req
         print(
             f"lktrace: watching with {self.meta.extra.get('backend')} ({len(self.meta.probes)} "
-            f"probes), keeping {r.keep_s:g} s / {r.max_mb} MB in memory, stuck after "
+            f"probes), keeping {r.keep_s:g} s / {r.max_mb} MiB in memory, stuck after "
             f"{r.stuck_s:g} s (long waits {r.stuck_hard_s:g} s); dumps go to {r.dir}; "
             "SIGUSR1 writes a snapshot, Ctrl-C or SIGTERM stops",
             file=self.log,
@@ -199,7 +199,8 @@ class Watcher:
             span = (self.ring.last_ns - first) / 1e9 if first is not None else 0.0
             print(
                 f"lktrace: watching {now - self.started:.0f} s: {fmt_count(progress.events)} "
-                f"events, {fmt_count(progress.lost)} lost; ring {self.ring.size / 1e6:.1f} MB, "
+                f"events, {fmt_count(progress.lost)} lost; ring {self.ring.size / 2**20:.1f} "
+                f"of {self.req.max_mb} MiB, "
                 f"{fmt_count(self.ring.events)} events over {span:.0f} s",
                 file=self.log,
                 flush=True,
