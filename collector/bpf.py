@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import HELD_DTYPE, event_dtype
+from lktrace.collector.events import event_dtype
+from lktrace.collector.pipeline import HELD_DTYPE
 from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
 from lktrace.probes.targets import CONTENTION_SINCE, Targets

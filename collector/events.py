@@ -76,10 +76,6 @@ def c_struct(stacks: bool) -> str:
     return "\n".join(lines)
 
 
-#: What the BPF ``held`` map says, one row per lock a task holds in the trace (the map's
-#: key is ``struct held_key {u32 tid; u32 pad; u64 lock;}``, its value the depth).
-HELD_DTYPE = np.dtype([("tid", "<u4"), ("lock", "<u8"), ("depth", "<u4")])
-
 # Values of the ``kind`` field (the KIND_* enum of the BPF programs).
 KIND_MUTEX, KIND_DEVICE, KIND_WRAPPED = 0, 1, 2
 #: Bit of ``api`` meaning "name the API from the stack; the rest is a fallback"

@@ -19,9 +19,14 @@ from lktrace.collector.events import Decoder, StackLookup
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.stream import TraceStream
 
+#: What a source's :meth:`~EventSource.held` returns: one row per lock a task holds, as
+#: the BPF ``held`` map has it (key ``struct held_key {u32 tid; u32 pad; u64 lock;}``,
+#: value the depth).
+HELD_DTYPE = np.dtype([("tid", "<u4"), ("lock", "<u8"), ("depth", "<u4")])
+
 
 class EventSource(Protocol):
-    """Where raw event records come from."""
+    """Where raw event records come from, and what the kernel side knows of each task."""
 
     apis: Sequence[str]
     stack_lookup: StackLookup | None

@@ -78,6 +78,17 @@ class Opened:
     extra: dict[str, str]
 
 
+def load_symbols() -> Kallsyms:
+    """The running kernel's symbols, with addresses (a recording needs them)."""
+    syms = Kallsyms.load()
+    if syms.zeroed:
+        raise CollectorError(
+            "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
+            "with 'sysctl kernel.kptr_restrict=1'"
+        )
+    return syms
+
+
 def open_source(req: ProbeRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     """Check the kernel, choose the backend and attach (BCC is imported only here)."""
     from lktrace.collector import bpf
@@ -181,12 +192,7 @@ def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = prepare_output(req.output, req.force)
     try:
-        syms = Kallsyms.load()
-        if syms.zeroed:
-            raise CollectorError(
-                "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
-                "with 'sysctl kernel.kptr_restrict=1'"
-            )
+        syms = load_symbols()
         opened, targets = open_source(req, syms)
     except BaseException:
         output.remove_dir(work)  # failed before recording: leave nothing behind

@@ -130,15 +130,9 @@ class Ring:
         self.evicted = 0
         self.last_ns = 0
 
-    def append(
-        self,
-        batch: pa.Table,
-        new_stacks: list[list[str]],
-        lost: int,
-        duration_ns: int,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        """Add one decoded batch (the drain's sink call; stacks stay with its decoder)."""
+    def append(self, batch: pa.Table, *_counters: object) -> None:
+        """Add one decoded batch (the drain's sink call; the stacks and counters the
+        spool keeps with each batch stay with the drain here)."""
         if not batch.num_rows:
             return
         self.state.update(batch)

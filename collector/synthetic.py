@@ -18,14 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lktrace.collector.events import (
-    HELD_DTYPE,
-    KIND_DEVICE,
-    KIND_MUTEX,
-    KIND_WRAPPED,
-    event_dtype,
-)
+from lktrace.collector.events import KIND_DEVICE, KIND_MUTEX, KIND_WRAPPED, event_dtype
 from lktrace.collector.kallsyms import Kallsyms
+from lktrace.collector.pipeline import HELD_DTYPE
 
 BASE = 0xFFFFFFFF81000000
 #: Functions of the synthetic kernel, 0x1000 bytes apart from BASE.
@@ -212,6 +207,8 @@ class SyntheticSource:
     def poll(self, timeout_ms: int) -> None:
         if self.delay:
             time.sleep(self.delay)
+        if self.done:
+            return
         now = time.monotonic_ns()
         n = len(self._template)
         if self.rate is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lktrace.replay.cycles import strongly_connected
+
 
 @dataclass(frozen=True)
 class Wait:
@@ -116,51 +118,10 @@ class Finding:
         return rows
 
 
-def _components(nodes: Sequence[int], edges: Mapping[int, list[int]]) -> list[list[int]]:
-    """Strongly connected components (Tarjan's, iterative)."""
-    index: dict[int, int] = {}
-    low: dict[int, int] = {}
-    stack: list[int] = []
-    on_stack: set[int] = set()
-    out: list[list[int]] = []
-    for root in nodes:
-        if root in index:
-            continue
-        work = [(root, 0)]
-        while work:
-            v, i = work.pop()
-            if i == 0:
-                index[v] = low[v] = len(index)
-                stack.append(v)
-                on_stack.add(v)
-            succ = edges.get(v, [])
-            if i < len(succ):
-                work.append((v, i + 1))
-                w = succ[i]
-                if w not in index:
-                    work.append((w, 0))
-                elif w in on_stack:
-                    low[v] = min(low[v], index[w])
-                continue
-            if low[v] == index[v]:
-                comp = []
-                while True:
-                    w = stack.pop()
-                    on_stack.discard(w)
-                    comp.append(w)
-                    if w == v:
-                        break
-                out.append(comp)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[v])
-    return out
-
-
-def _cycle_order(comp: list[int], edges: Mapping[int, list[int]], first: int) -> list[int]:
+def _cycle_order(comp: set[int], edges: Mapping[int, list[int]], first: int) -> list[int]:
     """The members of a component in wait order from ``first`` (a simple cycle for
     mutexes, which have one holder each; any others follow)."""
-    members, order, t = set(comp), [], first
+    members, order, t = comp, [], first
     while t not in order:
         order.append(t)
         t = next((s for s in edges.get(t, []) if s in members), first)
@@ -177,8 +138,8 @@ def find(
     nodes = sorted(by_tid, key=lambda t: (by_tid[t].since_ns, t))
     found: list[Finding] = []
     deadlocked: set[int] = set()
-    for comp in _components(nodes, edges):
-        if len(comp) == 1 and comp[0] not in edges[comp[0]]:
+    for comp in strongly_connected({t: edges[t] for t in nodes}):
+        if len(comp) == 1 and not comp & set(edges[next(iter(comp))]):
             continue
         first = min(comp, key=lambda t: (by_tid[t].since_ns, t))
         waits = [by_tid[t] for t in _cycle_order(comp, edges, first)]

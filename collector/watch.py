@@ -38,7 +38,7 @@ from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
-from lktrace.collector.record import StopFlag, open_source, start_meta
+from lktrace.collector.record import StopFlag, load_symbols, open_source, start_meta
 from lktrace.collector.ring import Ring
 from lktrace.collector.waitfor import Finding, Holder, Wait, find
 from lktrace.console import fmt_count
@@ -105,12 +105,7 @@ def watch(req: WatchRequest) -> None:
     check_privileges()
     check_dir(req.dir)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # until armed: just stop
-    syms = Kallsyms.load()
-    if syms.zeroed:
-        raise CollectorError(
-            "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
-            "with 'sysctl kernel.kptr_restrict=1'"
-        )
+    syms = load_symbols()
     opened, targets = open_source(req, syms)
     extra = dict(opened.extra)
     if opened.backend != "tracepoint":

@@ -21,6 +21,15 @@ app = typer.Typer(
 )
 
 TraceArg = Annotated[Path, typer.Argument(help="A trace file (Parquet, format v1).")]
+# The probe options ``record`` and ``watch`` share.
+ScopeOpt = Annotated[
+    str, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
+]
+NoStacksOpt = Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")]
+PidOpt = Annotated[int | None, typer.Option("--pid", help="Only this process (tgid).")]
+CommOpt = Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")]
+BufferOpt = Annotated[int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")]
 
 
 class UsageError(Exception):
@@ -102,6 +111,17 @@ def analyze(
     raise typer.Exit(1 if result.problems else 0)
 
 
+def _check_probe_options(scope: str, backend: str, buffer_mb: int) -> None:
+    from lktrace.collector.record import BACKENDS
+
+    if scope not in ("pci", "all"):
+        raise UsageError(f"--scope must be pci or all, not {scope!r}")
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if not 1 <= buffer_mb <= 4096:
+        raise UsageError("--buffer-mb must be between 1 and 4096")
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
@@ -112,35 +132,24 @@ def record(
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many seconds.")
     ] = None,
-    scope: Annotated[
-        str, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
-    ] = "pci",
-    no_stacks: Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")] = False,
-    pid: Annotated[int | None, typer.Option("--pid", help="Only this process (tgid).")] = None,
-    comm: Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")
-    ] = "auto",
+    scope: ScopeOpt = "pci",
+    no_stacks: NoStacksOpt = False,
+    pid: PidOpt = None,
+    comm: CommOpt = None,
+    backend: BackendOpt = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing trace.")] = False,
-    buffer_mb: Annotated[
-        int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")
-    ] = 16,
+    buffer_mb: BufferOpt = 16,
     command: Annotated[
         list[str] | None, typer.Argument(help="-- COMMAND ...: record while it runs.")
     ] = None,
 ) -> None:
     """Record mutex acquisitions of the running kernel (root; needs bcc)."""
-    from lktrace.collector.record import BACKENDS, RecordRequest
+    from lktrace.collector.record import RecordRequest
     from lktrace.collector.record import record as run
 
-    if scope not in ("pci", "all"):
-        raise UsageError(f"--scope must be pci or all, not {scope!r}")
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    _check_probe_options(scope, backend, buffer_mb)
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
-    if not 1 <= buffer_mb <= 4096:
-        raise UsageError("--buffer-mb must be between 1 and 4096")
     req = RecordRequest(
         output=output,
         duration=duration,
@@ -173,24 +182,17 @@ def watch(
     stuck_hard: Annotated[
         str, typer.Option("--stuck-hard", help="Report a long wait (not a deadlock) past this.")
     ] = "120s",
-    scope: Annotated[
-        str, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
-    ] = "pci",
-    no_stacks: Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")] = False,
-    pid: Annotated[int | None, typer.Option("--pid", help="Only this process (tgid).")] = None,
-    comm: Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")
-    ] = "auto",
-    buffer_mb: Annotated[
-        int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")
-    ] = 16,
+    scope: ScopeOpt = "pci",
+    no_stacks: NoStacksOpt = False,
+    pid: PidOpt = None,
+    comm: CommOpt = None,
+    backend: BackendOpt = "auto",
+    buffer_mb: BufferOpt = 16,
     print_unit: Annotated[
         bool, typer.Option("--print-unit", help="Print the systemd unit and exit.")
     ] = False,
 ) -> None:
     """Keep the last minutes in memory; write the evidence when a deadlock happens (root)."""
-    from lktrace.collector.record import BACKENDS
     from lktrace.collector.watch import WatchRequest, parse_duration, unit_text
     from lktrace.collector.watch import watch as run
 
@@ -209,12 +211,7 @@ def watch(
         raise UsageError("--stuck-hard must not be shorter than --stuck")
     if not 8 <= max_mb <= 1 << 20:
         raise UsageError("--max-mb must be between 8 and 1048576")
-    if scope not in ("pci", "all"):
-        raise UsageError(f"--scope must be pci or all, not {scope!r}")
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if not 1 <= buffer_mb <= 4096:
-        raise UsageError("--buffer-mb must be between 1 and 4096")
+    _check_probe_options(scope, backend, buffer_mb)
     run(
         WatchRequest(
             dir=directory,
