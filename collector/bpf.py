@@ -273,6 +273,11 @@ class BccSource:
             return found
         return {}
 
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+        self.bpf.cleanup()
+
 
 def open_lock_probes(
     targets: Targets, opts: program.Options, headers: Headers, fentry: bool

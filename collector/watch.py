@@ -139,6 +139,7 @@ class Watcher:
         self.reported: dict[str, set[tuple[int, int, int]]] = {k: set() for k in REASONS}
         self.findings = 0
         self._next_check = time.monotonic()
+        self._checked_ns = time.monotonic_ns()
         self._next_status = time.monotonic() + 60
         self._snapshot = False
         self.started = time.monotonic()
@@ -182,10 +183,12 @@ class Watcher:
         if self._snapshot:
             self._snapshot = False
             self.write("snapshot", None, time.monotonic_ns())
-        if now >= self._next_check:
+        now_ns = time.monotonic_ns()
+        if now >= self._next_check or self._crossed(now_ns):
             self._next_check = now + CHECK_EVERY
+            self._checked_ns = now_ns
             try:
-                self.check(time.monotonic_ns())
+                self.check(now_ns)
             except Exception as e:  # a flight recorder keeps recording: say it, go on
                 print(f"lktrace: looking at stuck tasks failed: {e!r}", file=self.log, flush=True)
         if now >= self._next_status:
@@ -200,6 +203,16 @@ class Watcher:
                 file=self.log,
                 flush=True,
             )
+
+    def _crossed(self, now_ns: int) -> bool:
+        """Whether an attempt became stuck since the last check (so that it is looked at
+        on this flush, not up to a second later)."""
+        stuck_ns = int(self.req.stuck_s * 1e9)
+        ts = self.ring.state.waiting["ts_ns"]
+        late = pc.and_(
+            pc.greater(ts, self._checked_ns - stuck_ns), pc.less_equal(ts, now_ns - stuck_ns)
+        )
+        return bool(pc.any(late).as_py())
 
     def stuck(self, now_ns: int) -> list[Wait]:
         """Tasks whose blocking attempt is pending for longer than ``--stuck`` (and, as far
@@ -367,21 +380,34 @@ class Dumps:
                 print(f"lktrace: writing {path} failed: {why}", file=self.log, flush=True)
 
     def _write(self, path: Path, table: pa.Table, meta: TraceMeta, header: list[str]) -> None:
+        """The trace is written (privately) while the text is made; the text is put in
+        place first, then the trace."""
         table = conform(table, path).unify_dictionaries()
-        text = "\n".join(header) + "\n\n" + analyze_text(Trace(path, table, meta))
         owner = output.invoking_owner()
         work = output.private_dir(path)
         try:
+            f, part = output.open_private(work, "trace.parquet")
+            failed: list[BaseException] = []
+
+            def write_trace() -> None:
+                try:
+                    with TraceWriter(path, sink=f) as w:
+                        w.write(table)
+                        w.close(meta)
+                except BaseException as e:  # re-raised below, in the dump thread
+                    failed.append(e)
+
+            writer = threading.Thread(target=write_trace, name="lktrace-dump-trace")
+            writer.start()
+            text = "\n".join(header) + "\n\n" + analyze_text(Trace(path, table, meta))
             txt = path.with_suffix(".txt")
-            output.create_into(txt, work, lambda f: f.write(text.encode()), False, owner)
+            output.create_into(txt, work, lambda t: t.write(text.encode()), False, owner)
             self.written.append(txt)
-
-            def trace(f: io.BufferedWriter) -> None:
-                with TraceWriter(path, sink=f) as w:
-                    w.write(table)
-                    w.close(meta)
-
-            output.create_into(path, work, trace, False, owner)
+            writer.join()
+            if failed:
+                f.close()
+                raise failed[0]
+            output.place(f, part, path, False, owner)
             self.written.append(path)
         finally:
             output.remove_dir(work)

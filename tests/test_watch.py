@@ -308,3 +308,10 @@ def test_waitfor_a_new_attempt_is_a_new_finding() -> None:
     first = find([wait(1, 10, 0), wait(2, 20, 0)], holds(L10=2, L20=1), NOW, HARD)
     again = find([wait(1, 10, 5), wait(2, 20, 5)], holds(L10=2, L20=1), NOW, HARD)
     assert first[0].key != again[0].key
+
+
+def test_both_sources_offer_what_watch_asks_of_the_kernel_side() -> None:
+    from lktrace.collector.bpf import BccSource
+
+    for name in ("poll", "take", "counters", "held", "in_flight", "close"):
+        assert callable(getattr(BccSource, name)) and callable(getattr(SyntheticSource, name))
