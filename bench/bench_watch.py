@@ -107,10 +107,10 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def soak(seconds: float, rate: float) -> None:
-    at = int(rate * seconds * 0.9)
+def deadlock(at: int) -> list[Scripted]:
+    """The remove vs sriov_numvfs AB-BA, from the ``at``-th event on."""
     a, b, rescan, dev = (5001, "rp-remove"), (5002, "numvfs=0"), scripted_lock(1), scripted_lock(2)
-    script = [
+    return [
         Scripted(at, *a, ATTEMPT, rescan, 3),
         Scripted(at, *a, ACQUIRED, rescan, 3),
         Scripted(at, *b, ATTEMPT, dev, 2),
@@ -118,7 +118,10 @@ def soak(seconds: float, rate: float) -> None:
         Scripted(at + 1, *a, ATTEMPT, dev, 2),
         Scripted(at + 1, *b, ATTEMPT, rescan, 3),
     ]
-    source = SyntheticSource(total=None, chunk=1 << 20, rate=rate, script=script, locking=True)
+
+
+def soak(seconds: float, rate: float) -> None:
+    source = SyntheticSource(total=None, chunk=1 << 20, rate=rate, locking=True)
     with tempfile.TemporaryDirectory() as tmp:
         req = WatchRequest(dir=Path(tmp))
         w = Watcher(
@@ -127,10 +130,14 @@ def soak(seconds: float, rate: float) -> None:
         start, cpu0 = time.monotonic(), _cpu()
         samples: list[tuple[float, ...]] = []
         next_sample = [start]
+        injected: list[float] = []
 
         def tick(p: Progress) -> None:
             w.tick(p)
             now = time.monotonic()
+            if now - start > 0.9 * seconds and not injected:
+                source.add(deadlock(source.produced))
+                injected.append(now)
             if now >= next_sample[0]:
                 next_sample[0] += 10
                 samples.append(

@@ -265,6 +265,10 @@ class SyntheticSource:
             r["name"] = DEVICE if s.site == 2 else b""
         self._add(records[[s.emit for s in todo]])
 
+    def add(self, script: Sequence[Scripted]) -> None:
+        """Inject more :class:`Scripted` records (``after`` counts from the start)."""
+        self._script = sorted([*self._script, *script], key=lambda s: s.after)
+
     def in_flight(self, tids: list[int]) -> dict[int, bool]:
         """Whether each scripted task is inside a lock call (the BPF per-task state)."""
         return {t: self._calling[t] for t in tids if t in self._calling}
