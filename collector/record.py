@@ -239,6 +239,16 @@ def start_meta(
     return meta
 
 
+def overflows(drain: Drain) -> dict[str, str]:
+    """The metadata of what did not fit: stacks the map refused, BPF maps full."""
+    counters = drain.source.counters()
+    return {
+        "stack_errors": str(drain.decoder.stack_errors),
+        "task_state_full": str(counters.get("state_full", 0)),
+        "held_map_full": str(counters.get("held_full", 0)),
+    }
+
+
 class Recording:
     """One recording in its work directory: the spool (for crashes), the trace written
     as it goes, and the drain feeding both."""
@@ -262,13 +272,7 @@ class Recording:
         """Flush, close the source, complete the trace at ``out`` and drop the spool."""
         progress = self.drain.progress
         decoder = self.drain.decoder
-        counters = self.source.counters()
-        extra = {
-            "stack_errors": str(decoder.stack_errors),
-            "task_state_full": str(counters.get("state_full", 0)),
-            "held_map_full": str(counters.get("held_full", 0)),
-            **extra,
-        }
+        extra = {**overflows(self.drain), **extra}
         empty = decoder.decode(b"", progress.events)
         self.spool.append(empty, [], progress.lost, progress.elapsed_ns, extra)
         self.close()

@@ -38,7 +38,13 @@ from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
-from lktrace.collector.record import StopFlag, load_symbols, open_source, start_meta
+from lktrace.collector.record import (
+    StopFlag,
+    load_symbols,
+    open_source,
+    overflows,
+    start_meta,
+)
 from lktrace.collector.ring import Ring
 from lktrace.collector.waitfor import Finding, Holder, Wait, find
 from lktrace.console import fmt_count
@@ -272,7 +278,7 @@ class Watcher:
         meta = copy.copy(self.meta)
         meta.stacks = list(self.drain.decoder.stacks.stacks)
         meta.lost_events = self.drain.source.lost
-        meta.extra = dict(self.meta.extra)
+        meta.extra = {**self.meta.extra, **overflows(self.drain)}
         first = self.ring.first_ns
         meta.extra.update(
             {
