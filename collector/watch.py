@@ -12,7 +12,9 @@ even if the disk is what hangs), then ``analyze``'s text, then the ring as a tra
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import importlib
 import io
 import json
@@ -419,6 +421,16 @@ class Dumps:
             output.remove_dir(work)
         print(f"lktrace: wrote {path} ({table.num_rows:,} events) and {txt.name}",
               file=self.log, flush=True)  # fmt: skip
+        release_memory()
+
+
+def release_memory() -> None:
+    """Give what analysing a dump took back to the system: Arrow's pool and, with glibc,
+    malloc's free arenas (freed memory stays in the process otherwise, and a watch
+    that ran for days would carry the peak of its largest dump)."""
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def analyze_text(trace: Trace) -> str:
