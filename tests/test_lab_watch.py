@@ -95,7 +95,7 @@ def test_kernel_log_has_the_line(watched: Path) -> None:
 
 def test_watch_stops_cleanly_on_sigterm(watched: Path) -> None:
     result = _result(watched)
-    assert result["rc"] == 0 and result["stop_seconds"] < 10
+    assert result["rc"] == 0 and result["stop_seconds"] < 30  # detaching is slow under TCG
     log = (watched / "watch.log").read_text()
     assert "Traceback" not in log and "lktrace: stopped after" in log
     assert {t["comm"] for t in result["blocked"]} >= set(WRITERS)  # still hung: not watch's

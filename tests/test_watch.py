@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from lab_checks import analyze_json
+from lab_checks import WRITERS, analyze_json, assert_analyze_deadlock
 
 from lktrace.collector.pipeline import Progress
 from lktrace.collector.synthetic import (
@@ -323,3 +323,18 @@ def test_both_sources_offer_what_watch_asks_of_the_kernel_side() -> None:
 
     for name in ("poll", "take", "counters", "held", "in_flight", "close"):
         assert callable(getattr(BccSource, name)) and callable(getattr(SyntheticSource, name))
+
+
+@pytest.mark.parametrize("kernel", ["6.1.0-57-amd64", "6.12.117+deb12-amd64"])
+def test_dump_of_a_real_hang(kernel: str) -> None:
+    """What ``lktrace watch`` wrote in the lab (tests/test_lab_watch.py) when the root
+    port's remove and sriov_numvfs deadlocked, committed: it reads as a trace, says why,
+    and analyze reports the deadlock with both tasks' stacks."""
+    base = HERE / "data" / "lab" / "watch" / kernel
+    dump = base.with_name(f"{kernel}-deadlock.parquet")
+    meta = read_trace(dump).meta
+    assert meta.kernel == kernel and meta.extra["watch_reason"] == "deadlock"
+    assert {s["comm"] for s in json.loads(meta.extra["watch_stuck"])} == set(WRITERS)
+    assert_analyze_deadlock(dump)
+    (line,) = base.with_name(f"{kernel}-kmsg.txt").read_text().splitlines()
+    assert "lktrace: deadlock: " in line and all(c in line for c in WRITERS)
