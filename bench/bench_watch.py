@@ -15,7 +15,7 @@ the rounds, and the ratios: watch / record, and the ring's own cost over decodin
 time (what it cannot deliver for the consumer being behind counts as lost, as a full
 ring buffer would), with the default ring (120 s / 256 MB), and samples the process's
 RSS, the ring's bytes and Arrow's allocation every 10 s; a deadlock is injected near the
-end, so the last samples include writing a dump.
+end (``--deadlock-at``), so that samples show memory around writing a dump.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def deadlock(at: int) -> list[Scripted]:
     ]
 
 
-def soak(seconds: float, rate: float) -> None:
+def soak(seconds: float, rate: float, deadlock_at: float | None) -> None:
     source = SyntheticSource(total=None, chunk=1 << 20, rate=rate, locking=True)
     with tempfile.TemporaryDirectory() as tmp:
         req = WatchRequest(dir=Path(tmp))
@@ -135,7 +135,7 @@ def soak(seconds: float, rate: float) -> None:
         def tick(p: Progress) -> None:
             w.tick(p)
             now = time.monotonic()
-            if now - start > 0.9 * seconds and not injected:
+            if now - start > (deadlock_at or 0.9 * seconds) and not injected:
                 source.add(deadlock(source.produced))
                 injected.append(now)
             if now >= next_sample[0]:
@@ -172,11 +172,12 @@ def main() -> None:
     s = sub.add_parser("soak")
     s.add_argument("--seconds", type=float, default=600)
     s.add_argument("--rate", type=float, default=1e6)
+    s.add_argument("--deadlock-at", type=float, help="seconds in (default: 90 %% of the run)")
     args = ap.parse_args()
     if args.mode == "ratio":
         ratio(args.events, args.rounds)
     else:
-        soak(args.seconds, args.rate)
+        soak(args.seconds, args.rate, args.deadlock_at)
 
 
 if __name__ == "__main__":
