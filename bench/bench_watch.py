@@ -30,14 +30,7 @@ import pyarrow as pa
 
 from lktrace.collector.pipeline import Drain, Progress
 from lktrace.collector.record import Recording, prepare_output
-from lktrace.collector.synthetic import (
-    ACQUIRED,
-    ATTEMPT,
-    Scripted,
-    SyntheticSource,
-    kallsyms,
-    scripted_lock,
-)
+from lktrace.collector.synthetic import SyntheticSource, abba, kallsyms
 from lktrace.collector.watch import Watcher, WatchRequest
 from lktrace.trace import TraceMeta
 
@@ -107,19 +100,6 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def deadlock(at: int) -> list[Scripted]:
-    """The remove vs sriov_numvfs AB-BA, from the ``at``-th event on."""
-    a, b, rescan, dev = (5001, "rp-remove"), (5002, "numvfs=0"), scripted_lock(1), scripted_lock(2)
-    return [
-        Scripted(at, *a, ATTEMPT, rescan, 3),
-        Scripted(at, *a, ACQUIRED, rescan, 3),
-        Scripted(at, *b, ATTEMPT, dev, 2),
-        Scripted(at, *b, ACQUIRED, dev, 2),
-        Scripted(at + 1, *a, ATTEMPT, dev, 2),
-        Scripted(at + 1, *b, ATTEMPT, rescan, 3),
-    ]
-
-
 def soak(seconds: float, rate: float, deadlock_at: float | None) -> None:
     source = SyntheticSource(total=None, chunk=1 << 20, rate=rate, locking=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +116,7 @@ def soak(seconds: float, rate: float, deadlock_at: float | None) -> None:
             w.tick(p)
             now = time.monotonic()
             if now - start > (deadlock_at or 0.9 * seconds) and not injected:
-                source.add(deadlock(source.produced))
+                source.add(abba(source.produced, source.produced))
                 injected.append(now)
             if now >= next_sample[0]:
                 next_sample[0] += 10

@@ -109,6 +109,35 @@ def scripted_lock(n: int) -> int:
     return 0xFFFF888200000000 + 0x40 * n
 
 
+#: The scripted tasks and locks of :func:`abba`: the root port's remove, sriov_numvfs
+#: writing 0; the rescan lock (taken through its wrapper, site 3), the PF's device_lock
+#: (site 2).
+REMOVE, NUMVFS = (5001, "rp-remove"), (5002, "numvfs=0")
+RESCAN, DEVICE_LOCK = scripted_lock(1), scripted_lock(2)
+SITES = {RESCAN: 3, DEVICE_LOCK: 2}
+
+
+def step(after: int, task: tuple[int, str], event: int, lock: int, emit: bool = True) -> Scripted:
+    """One scripted record of ``task`` (tid, comm) on ``lock`` (its site from SITES)."""
+    return Scripted(after, task[0], task[1], event, lock, SITES.get(lock, 1), emit)
+
+
+def take(after: int, task: tuple[int, str], lock: int, emit: bool = True) -> list[Scripted]:
+    """An attempt and its acquisition (``emit=False``: the acquisition's record is lost)."""
+    return [step(after, task, ATTEMPT, lock), step(after, task, ACQUIRED, lock, emit)]
+
+
+def abba(first: int, then: int, emit: bool = True) -> list[Scripted]:
+    """The deadlock of remove vs sriov_numvfs: REMOVE takes the rescan lock at ``first``;
+    at ``then`` NUMVFS takes the device lock and each asks for the other's."""
+    return [
+        *take(first, REMOVE, RESCAN, emit),
+        *take(then, NUMVFS, DEVICE_LOCK),
+        step(then + 1, REMOVE, ATTEMPT, DEVICE_LOCK),
+        step(then + 1, NUMVFS, ATTEMPT, RESCAN),
+    ]
+
+
 class SyntheticSource:
     """Yields ``chunk`` records per poll until ``total`` (``None``: until closed).
 

@@ -386,6 +386,8 @@ class Dumps:
             except (OSError, pa.ArrowException, CollectorError) as e:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 print(f"lktrace: writing {path} failed: {why}", file=self.log, flush=True)
+            del job  # the snapshot holds batches the ring has let go of since
+            release_memory()
 
     def _write(self, path: Path, table: pa.Table, meta: TraceMeta, header: list[str]) -> None:
         """The trace is written (privately) while the text is made; the text is put in
@@ -421,7 +423,6 @@ class Dumps:
             output.remove_dir(work)
         print(f"lktrace: wrote {path} ({table.num_rows:,} events) and {txt.name}",
               file=self.log, flush=True)  # fmt: skip
-        release_memory()
 
 
 def release_memory() -> None:

@@ -22,42 +22,20 @@ from lab_checks import WRITERS, analyze_json, assert_analyze_deadlock
 
 from lktrace.collector.pipeline import Progress
 from lktrace.collector.synthetic import (
-    ACQUIRED,
     ATTEMPT,
+    RESCAN,
     Scripted,
     SyntheticSource,
+    abba,
     kallsyms,
-    scripted_lock,
+    step,
+    take,
 )
 from lktrace.collector.waitfor import Holder, Wait, find
 from lktrace.collector.watch import Watcher, WatchRequest, parse_duration
 from lktrace.trace import TraceMeta, read_trace
 
 HERE = Path(__file__).resolve().parent
-RESCAN, DEVICE = scripted_lock(1), scripted_lock(2)
-#: Scripted sites (synthetic.STACKS): 3 is pci_lock_rescan_remove from sriov_numvfs_store,
-#: 2 a PCI device_lock from unbind_store.
-SITE = {RESCAN: 3, DEVICE: 2}
-A, B = (5001, "rp-remove"), (5002, "numvfs=0")
-
-
-def step(after: int, task: tuple[int, str], event: int, lock: int, emit: bool = True):
-    return Scripted(after, task[0], task[1], event, lock, SITE.get(lock, 1), emit)
-
-
-def take(after: int, task: tuple[int, str], lock: int, emit: bool = True) -> list[Scripted]:
-    return [step(after, task, ATTEMPT, lock), step(after, task, ACQUIRED, lock, emit)]
-
-
-def deadlock(first: int, then: int, emit: bool = True) -> list[Scripted]:
-    """A takes the rescan lock at ``first``; at ``then`` B takes the device lock, and
-    each asks for the other's: the AB-BA of remove vs sriov_numvfs."""
-    return [
-        *take(first, A, RESCAN, emit),
-        *take(then, B, DEVICE),
-        step(then + 1, A, ATTEMPT, DEVICE),
-        step(then + 1, B, ATTEMPT, RESCAN),
-    ]
 
 
 class Run:
@@ -103,7 +81,7 @@ def after_dump(seconds: float, events: int = 0) -> Callable[[Watcher], bool]:
 
 
 def test_live_deadlock_in_millions_of_events(tmp_path: Path) -> None:
-    run = Run(tmp_path, deadlock(2_000_000, 2_000_000)).run(after_dump(2.5, 4_000_000))
+    run = Run(tmp_path, abba(2_000_000, 2_000_000)).run(after_dump(2.5, 4_000_000))
     (dump,) = run.dumps("deadlock")  # once, though it stays deadlocked for seconds more
     assert run.dumps("long-wait") == []
     assert run.source.produced > 4_000_000  # and watching went on
@@ -155,7 +133,7 @@ def test_lock_held_from_before_the_window(tmp_path: Path, acquired_recorded: boo
     """A takes its lock, then 3 M events (several windows of 0.5 s) go by before the
     deadlock. The acquisition outlives the ring's window as an open hold, or, when its
     record was lost, only the held map (kernel side) knows A holds it."""
-    script = deadlock(0, 3_000_000, emit=acquired_recorded)
+    script = abba(0, 3_000_000, emit=acquired_recorded)
     run = Run(tmp_path, script, keep_s=0.5).run(after_dump(0.5))
     (dump,) = run.dumps("deadlock")
     trace = read_trace(dump)
