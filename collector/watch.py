@@ -136,6 +136,7 @@ class Watcher:
     ) -> None:
         for module in ("lktrace.replay.analyze", "lktrace.replay.render"):
             importlib.import_module(module)  # now, not when the machine hangs
+        steady_malloc()
 
         self.source, self.meta, self.req = source, meta, req
         self.log = log or sys.stderr
@@ -423,6 +424,19 @@ class Dumps:
             output.remove_dir(work)
         print(f"lktrace: wrote {path} ({table.num_rows:,} events) and {txt.name}",
               file=self.log, flush=True)  # fmt: skip
+
+
+#: glibc's mallopt() parameter of the size from which malloc maps memory of its own.
+M_MMAP_THRESHOLD = -3
+
+
+def steady_malloc() -> None:
+    """With glibc, serve large allocations (batches' columns) by mmap at any time, so
+    that they go back to the system when freed. By default glibc raises this threshold
+    after freeing a large block, and the batches of days of watching then fragment the
+    heap instead (RSS creeps up after each dump)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 256 << 10)
 
 
 def release_memory() -> None:
