@@ -1,4 +1,4 @@
-"""Command line of the lab: ``python -m lab {build,smoke,run,overhead} KERNEL ...``."""
+"""Command line of the lab: ``python -m lab {build,smoke,run,watch,overhead} KERNEL ...``."""
 
 from __future__ import annotations
 
