@@ -308,7 +308,7 @@ def test_dump_of_a_real_hang(kernel: str) -> None:
     """What ``lktrace watch`` wrote in the lab (tests/test_lab_watch.py) when the root
     port's remove and sriov_numvfs deadlocked, committed: it reads as a trace, says why,
     and analyze reports the deadlock with both tasks' stacks."""
-    base = HERE / "data" / "lab" / "watch" / kernel
+    base = HERE / "data" / "watch" / kernel
     dump = base.with_name(f"{kernel}-deadlock.parquet")
     meta = read_trace(dump).meta
     assert meta.kernel == kernel and meta.extra["watch_reason"] == "deadlock"
