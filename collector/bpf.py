@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import event_dtype
 from lktrace.collector.pipeline import HELD_DTYPE
 from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
+from lktrace.probes.record import event_dtype
 from lktrace.probes.targets import CONTENTION_SINCE, Targets
 
 DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")

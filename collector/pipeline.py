@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from lktrace.collector.events import Decoder, StackLookup
-from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.stream import TraceStream
+from lktrace.probes.kallsyms import Kallsyms
 
 #: What a source's :meth:`~EventSource.held` returns: one row per lock a task holds, as
 #: the BPF ``held`` map has it (key ``struct held_key {u32 tid; u32 pad; u64 lock;}``,

@@ -38,7 +38,6 @@ import pyarrow.compute as pc
 
 from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
 from lktrace.collector.record import (
     StopFlag,
@@ -50,6 +49,7 @@ from lktrace.collector.record import (
 from lktrace.collector.ring import Ring
 from lktrace.collector.waitfor import Finding, Holder, Wait, find
 from lktrace.console import fmt_count
+from lktrace.probes.kallsyms import Kallsyms
 from lktrace.trace import Trace, TraceMeta, TraceWriter, conform
 
 KMSG = Path("/dev/kmsg")

@@ -222,8 +222,8 @@ def _lktrace(*args: str) -> subprocess.CompletedProcess[str]:
         (["--keep", "2x"], "'2x' is not a duration"),
         (["--stuck", "0s"], "--stuck must be positive"),
         (["--stuck", "30s", "--stuck-hard", "10s"], "--stuck-hard must not be shorter"),
-        (["--max-mb", "1"], "--max-mb must be between"),
-        (["--scope", "usb"], "--scope must be pci or all"),
+        (["--max-mb", "1"], "'--max-mb'"),
+        (["--scope", "usb"], "'--scope'"),
         (["--dir", "/nonexistent/dumps"], ""),
     ],
 )
