@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lktrace.collector.errors import CollectorError
+from lktrace.collector.pipeline import HELD_DTYPE
 from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
 from lktrace.probes.record import event_dtype
@@ -31,6 +34,7 @@ CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
 #: sudo's secure_path on Debian and Ubuntu (/etc/sudoers): the PATH ``sudo lktrace`` searches.
 SUDO_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KRETPROBE_MAXACTIVE = 1024
+WRAP_LOCK = 1  # lockprobe.c: inside pci_lock_rescan_remove()
 
 
 def import_bcc() -> Any:
@@ -251,6 +255,42 @@ class BccSource:
     @property
     def lost(self) -> int:
         return self.counters()["lost"] + self.user_lost
+
+    def held(self) -> np.ndarray | None:
+        """The locks each task holds, from the program's ``held`` map (lockprobe.c), as
+        (tid, lock, depth) rows; ``None`` for a program without one (tracepoints)."""
+        try:
+            table = self.bpf[b"held"]
+        except KeyError:
+            return None
+        try:
+            items = list(table.items_lookup_batch())  # one syscall per batch (v5.6+)
+        except Exception:  # older kernels: bcc raises bare Exception, iterate instead
+            items = list(table.items())
+        rows = [(k.tid, k.lock, getattr(v, "value", v)) for k, v in items]  # batch: plain ints
+        return np.array(rows, dtype=HELD_DTYPE)
+
+    def in_flight(self, tids: list[int]) -> dict[int, bool]:
+        """Whether each task is inside a lock call, by the program's per-task state: a
+        mutex call or the rescan wrapper not yet returned (lockprobe.c's ``tasks``), a
+        contention not yet ended (contention.c's ``waiting``). Tasks it has no state for
+        are left out."""
+        for name in (b"tasks", b"waiting"):
+            try:
+                table = self.bpf[name]
+            except KeyError:
+                continue
+            found: dict[int, bool] = {}
+            for tid in tids:
+                try:
+                    st = table[table.Key(tid)]
+                except KeyError:
+                    if name == b"waiting":  # the contention ended: its entry was deleted
+                        found[tid] = False
+                    continue
+                found[tid] = name == b"waiting" or bool(st.p.active) or st.wrap == WRAP_LOCK
+            return found
+        return {}
 
     def close(self) -> None:
         if self._ring is not None:

@@ -1,5 +1,5 @@
-"""The drain loop: event source → batches → decoded tables with (ts, seq) → spool and
-the trace being written.
+"""The drain loop: event source → batches → decoded tables with (ts, seq) → a sink (the
+spool and the trace being written, or ``watch``'s ring in memory).
 
 Source-agnostic: anything with ``poll``/``take``/``lost``/``stack_lookup``/``apis`` (the
 BCC sources, or the synthetic source of the tests and the benchmark) is recorded the same way.
@@ -12,14 +12,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import pyarrow as pa
+
 from lktrace.collector.events import Decoder, StackLookup
-from lktrace.collector.spool import SpoolWriter
 from lktrace.collector.stream import TraceStream
 from lktrace.probes.kallsyms import Kallsyms
 
+#: What a source's :meth:`~EventSource.held` returns: one row per lock a task holds, as
+#: the BPF ``held`` map has it (key ``struct held_key {u32 tid; u32 pad; u64 lock;}``,
+#: value the depth).
+HELD_DTYPE = np.dtype([("tid", "<u4"), ("lock", "<u8"), ("depth", "<u4")])
+
 
 class EventSource(Protocol):
-    """Where raw event records come from."""
+    """Where raw event records come from, and what the kernel side knows of each task."""
 
     apis: Sequence[str]
     stack_lookup: StackLookup | None
@@ -28,6 +35,8 @@ class EventSource(Protocol):
     def poll(self, timeout_ms: int) -> None: ...
     def take(self) -> bytes: ...
     def counters(self) -> dict[str, int]: ...
+    def held(self) -> np.ndarray | None: ...
+    def in_flight(self, tids: list[int]) -> dict[int, bool]: ...
     def close(self) -> None: ...
     @property
     def lost(self) -> int: ...
@@ -43,15 +52,25 @@ class Progress:
     spool_bytes: int = 0
 
 
+class Sink(Protocol):
+    """Where decoded batches go: the spool (``record``) or the ring (``watch``)."""
+
+    def append(
+        self, batch: pa.Table, new_stacks: list[list[str]], lost: int, duration_ns: int
+    ) -> None: ...
+    @property
+    def size(self) -> int: ...
+
+
 class Drain:
-    """Moves events from a source to a spool (and a trace stream, when given), flushing at
+    """Moves events from a source to a sink (and a trace stream, when given), flushing at
     least every ``interval`` s and whenever ``max_buffer`` bytes are waiting, so memory
     stays bounded."""
 
     def __init__(
         self,
         source: EventSource,
-        spool: SpoolWriter,
+        spool: Sink,
         syms: Kallsyms,
         stream: TraceStream | None = None,
         interval: float = 0.5,

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -50,6 +51,18 @@ class RecordRequest:
     argv: list[str] = field(default_factory=list)
 
 
+class ProbeRequest(Protocol):
+    """What choosing and attaching the probes needs (``record``'s and ``watch``'s)."""
+
+    scope: str
+    stacks: bool
+    pid: int | None
+    comm: str | None
+    backend: str
+    buffer_mb: int
+    argv: list[str]
+
+
 def buffer_pages(mb: int) -> int:
     """Pages of a ring buffer of at least ``mb`` MiB (the kernel wants a power of two)."""
     pages = max(1, mb) * (1 << 20) // mmap.PAGESIZE
@@ -66,7 +79,18 @@ class Opened:
     extra: dict[str, str]
 
 
-def open_source(req: RecordRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
+def load_symbols() -> Kallsyms:
+    """The running kernel's symbols, with addresses (a recording needs them)."""
+    syms = Kallsyms.load()
+    if syms.zeroed:
+        raise CollectorError(
+            "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
+            "with 'sysctl kernel.kptr_restrict=1'"
+        )
+    return syms
+
+
+def open_source(req: ProbeRequest, syms: Kallsyms) -> tuple[Opened, Targets]:
     """Check the kernel, choose the backend and attach (BCC is imported only here)."""
     from lktrace.collector import bpf
 
@@ -169,12 +193,7 @@ def record(req: RecordRequest) -> tuple[TraceMeta, int]:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = prepare_output(req.output, req.force)
     try:
-        syms = Kallsyms.load()
-        if syms.zeroed:
-            raise CollectorError(
-                "/proc/kallsyms shows no addresses (kernel.kptr_restrict=2?): run as root "
-                "with 'sysctl kernel.kptr_restrict=1'"
-            )
+        syms = load_symbols()
         opened, targets = open_source(req, syms)
     except BaseException:
         output.remove_dir(work)  # failed before recording: leave nothing behind
@@ -201,7 +220,7 @@ def prepare_output(out: Path, force: bool) -> Path:
 
 
 def start_meta(
-    req: RecordRequest, backend: str, probes: list[str], extra: dict[str, str]
+    req: ProbeRequest, backend: str, probes: list[str], extra: dict[str, str]
 ) -> TraceMeta:
     """The metadata known when recording starts."""
     uname = os.uname()
@@ -219,6 +238,16 @@ def start_meta(
     if req.comm:
         meta.extra["filter_comm"] = req.comm
     return meta
+
+
+def overflows(drain: Drain) -> dict[str, str]:
+    """The metadata of what did not fit: stacks the map refused, BPF maps full."""
+    counters = drain.source.counters()
+    return {
+        "stack_errors": str(drain.decoder.stack_errors),
+        "task_state_full": str(counters.get("state_full", 0)),
+        "held_map_full": str(counters.get("held_full", 0)),
+    }
 
 
 class Recording:
@@ -244,13 +273,7 @@ class Recording:
         """Flush, close the source, complete the trace at ``out`` and drop the spool."""
         progress = self.drain.progress
         decoder = self.drain.decoder
-        counters = self.source.counters()
-        extra = {
-            "stack_errors": str(decoder.stack_errors),
-            "task_state_full": str(counters.get("state_full", 0)),
-            "held_map_full": str(counters.get("held_full", 0)),
-            **extra,
-        }
+        extra = {**overflows(self.drain), **extra}
         empty = decoder.decode(b"", progress.events)
         self.spool.append(empty, [], progress.lost, progress.elapsed_ns, extra)
         self.close()

@@ -1,4 +1,4 @@
-"""Command line of the lab: ``python -m lab {build,smoke,run,overhead} KERNEL ...``."""
+"""Command line of the lab: ``python -m lab {build,smoke,run,watch,overhead} KERNEL ...``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def cmd_run(args: argparse.Namespace) -> None:
     log(f"results in {dest}")
 
 
+def cmd_watch(args: argparse.Namespace) -> None:
+    """A non-hanging scenario, then the deadlocking one, under one ``lktrace watch``."""
+    lab = build.build(kernels.resolve(args.kernel))
+    stuck = args.stuck
+    job = {
+        "kind": "watch",
+        "watch_args": ["--stuck", f"{stuck}s", *args.watch_arg],
+        "scenarios": [
+            {"name": "numvfs-cycle", "hangs": False, "wait": 120, "settle": stuck + 3},
+            {"name": "rootport-remove-vs-numvfs", "hangs": True, "wait": stuck + 60},
+        ],
+    }
+    out, result = vm.run_job(lab, "watch", job)
+    dest = (args.out or DEFAULT_OUT / lab.kernel.abi / "watch").resolve()
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(out, dest)
+    (dest / "result.json").write_text(json.dumps(result, indent=1))
+    log(f"watch: rc={result.get('rc')}, dumps {result['scenarios'][-1:]}; results in {dest}")
+
+
 def cmd_overhead(args: argparse.Namespace) -> None:
     lab = build.build(kernels.resolve(args.kernel))
     job = {
@@ -97,6 +117,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--record-arg", action="append", default=[], help="extra lktrace record arg")
     r.add_argument("--timeout", type=float, help="seconds before the recorder is stopped")
     r.set_defaults(fn=cmd_run)
+    w = sub.add_parser("watch", help="a quiet scenario, then the deadlock, under lktrace watch")
+    w.add_argument("kernel")
+    w.add_argument("--out", type=Path, help="where results go (default lab/cache/out/ABI/watch)")
+    w.add_argument("--stuck", type=float, default=10.0, help="watch's --stuck (seconds)")
+    w.add_argument("--watch-arg", action="append", default=[], help="extra lktrace watch arg")
+    w.set_defaults(fn=cmd_watch)
     o = sub.add_parser("overhead", help="time a mutex-heavy workload with and without recording")
     o.add_argument("kernel")
     o.add_argument("--ops", type=int, default=100_000, help="pipe writes per run")

@@ -25,6 +25,20 @@ app = typer.Typer(
 )
 
 TraceArg = Annotated[Path, typer.Argument(help="A trace file (Parquet, format v1).")]
+# The probe options ``record`` and ``watch`` share.
+ScopeOpt = Annotated[
+    Scope, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
+]
+NoStacksOpt = Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")]
+PidOpt = Annotated[int | None, typer.Option("--pid", min=1, help="Only this process (tgid).")]
+CommOpt = Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")]
+BackendOpt = Annotated[Backend, typer.Option("--backend", help="auto: fentry, else kprobes.")]
+BufferOpt = Annotated[
+    int,
+    typer.Option(
+        "--buffer-mb", min=BUFFER_MB[0], max=BUFFER_MB[2], help="Kernel event buffer (MiB)."
+    ),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -163,24 +177,13 @@ def record(
     duration: Annotated[
         float | None, typer.Option("--duration", min=0.1, help="Stop after this many seconds.")
     ] = None,
-    scope: Annotated[
-        Scope, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
-    ] = Scope["pci"],
-    no_stacks: Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")] = False,
-    pid: Annotated[
-        int | None, typer.Option("--pid", min=1, help="Only this process (tgid).")
-    ] = None,
-    comm: Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")] = None,
-    backend: Annotated[
-        Backend, typer.Option("--backend", help="auto: fentry, else kprobes.")
-    ] = Backend["auto"],
+    scope: ScopeOpt = Scope["pci"],
+    no_stacks: NoStacksOpt = False,
+    pid: PidOpt = None,
+    comm: CommOpt = None,
+    backend: BackendOpt = Backend["auto"],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing trace.")] = False,
-    buffer_mb: Annotated[
-        int,
-        typer.Option(
-            "--buffer-mb", min=BUFFER_MB[0], max=BUFFER_MB[2], help="Kernel event buffer (MiB)."
-        ),
-    ] = BUFFER_MB[1],
+    buffer_mb: BufferOpt = BUFFER_MB[1],
     command: Annotated[
         list[str] | None, typer.Argument(help="-- COMMAND ...: record while it runs.")
     ] = None,
@@ -204,6 +207,68 @@ def record(
     )
     meta, rows = run(req)
     _report(output, meta, rows)
+
+
+@app.command()
+def watch(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where dumps go (deadlock-*, snapshot-*).")
+    ] = Path("."),
+    keep: Annotated[str, typer.Option("--keep", help="Seconds of events kept in memory.")] = (
+        "120s"
+    ),
+    max_mb: Annotated[
+        int, typer.Option("--max-mb", min=8, max=1 << 20, help="Memory bound of the ring (MiB).")
+    ] = 256,
+    stuck: Annotated[
+        str, typer.Option("--stuck", help="A lock attempt pending this long is stuck.")
+    ] = "10s",
+    stuck_hard: Annotated[
+        str, typer.Option("--stuck-hard", help="Report a long wait (not a deadlock) past this.")
+    ] = "120s",
+    scope: ScopeOpt = Scope["pci"],
+    no_stacks: NoStacksOpt = False,
+    pid: PidOpt = None,
+    comm: CommOpt = None,
+    backend: BackendOpt = Backend["auto"],
+    buffer_mb: BufferOpt = BUFFER_MB[1],
+    print_unit: Annotated[
+        bool, typer.Option("--print-unit", help="Print the systemd unit and exit.")
+    ] = False,
+) -> None:
+    """Keep the last minutes in memory; write the evidence when a deadlock happens (root)."""
+    from lktrace.collector.watch import WatchRequest, parse_duration, unit_text
+    from lktrace.collector.watch import watch as run
+
+    if print_unit:
+        typer.echo(unit_text(), nl=False)
+        return
+    try:
+        times = {k: parse_duration(v) for k, v in
+                 (("--keep", keep), ("--stuck", stuck), ("--stuck-hard", stuck_hard))}  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    for name, value in times.items():
+        if value <= 0:
+            raise UsageError(f"{name} must be positive")
+    if times["--stuck-hard"] < times["--stuck"]:
+        raise UsageError("--stuck-hard must not be shorter than --stuck")
+    run(
+        WatchRequest(
+            dir=directory,
+            keep_s=times["--keep"],
+            max_mb=max_mb,
+            stuck_s=times["--stuck"],
+            stuck_hard_s=times["--stuck-hard"],
+            scope=scope.value,
+            stacks=not no_stacks,
+            pid=pid,
+            comm=comm,
+            backend=backend.value,
+            buffer_mb=buffer_mb,
+            argv=["lktrace", *sys.argv[1:]],
+        )
+    )
 
 
 @app.command()

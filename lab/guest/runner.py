@@ -111,6 +111,67 @@ def scenario(job: dict) -> dict:
     return result
 
 
+def _wait_for(predicate, timeout: float, every: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def watch(job: dict) -> dict:
+    """Scenarios under one ``lktrace watch`` nobody stops: started once it says it is
+    armed, each script runs on its own; for a hanging one, the time the first
+    deadlock dump appeared (CLOCK_MONOTONIC, as the trace's timestamps); the dumps there
+    after each scenario; then SIGTERM, and how watch ended."""
+    dumps = OUT / "watch"
+    dumps.mkdir()
+    log_path = OUT / "watch.log"
+    cmd = [LKTRACE, "watch", "--dir", str(dumps), *job.get("watch_args", [])]
+    log(f"run: {' '.join(cmd)}")
+    result: dict = {"cmd": cmd, "scenarios": [], "blocked": []}
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        armed = _wait_for(
+            lambda: proc.poll() is not None or b"lktrace: watching" in log_path.read_bytes(),
+            STARTUP_LIMIT,
+        )
+        result["armed_after_s"] = round(time.monotonic() - started, 1)
+        if not armed or proc.poll() is not None:
+            result["rc"] = proc.poll()
+            result["error"] = "watch did not arm"
+            return result
+        log(f"watch armed after {result['armed_after_s']} s")
+        for s in job["scenarios"]:
+            name = s["name"]
+            script = [str(SHARE / "scenarios" / f"{name}.sh")]
+            with (OUT / f"{name}.log").open("wb") as slog:
+                run = subprocess.Popen(script, stdout=slog, stderr=subprocess.STDOUT)
+                entry: dict = {"name": name, "started_ns": time.monotonic_ns()}
+                if s["hangs"]:
+                    found = _wait_for(lambda: any(dumps.glob("deadlock-*.parquet")), s["wait"])
+                    entry["dump_seen_ns"] = time.monotonic_ns() if found else None
+                    time.sleep(1)  # the line reaches the kernel log before the dump
+                else:
+                    entry["rc"] = run.wait(s["wait"])
+                    time.sleep(s["settle"])  # longer than --stuck: a false report would show
+                entry["dumps"] = sorted(p.name for p in dumps.iterdir())
+            result["scenarios"].append(entry)
+            log(f"{name}: dumps {entry['dumps']}")
+        proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        result["rc"] = proc.returncode if _wait(proc, 60) else None
+        result["stop_seconds"] = round(time.monotonic() - stopping, 2)
+        if result["rc"] is None:
+            proc.kill()
+    log(f"watch: rc={result['rc']} after SIGTERM ({result['stop_seconds']} s)")
+    result["blocked"] = blocked_tasks()
+    dump_dmesg(OUT / "watch.dmesg")
+    return result
+
+
 def smoke(job: dict) -> dict:
     """The raw BCC kprobe check, no lktrace involved."""
     return run_bounded(
@@ -159,7 +220,8 @@ def main() -> None:
     uptime = Path("/proc/uptime").read_text().split()[0]
     log(f"{os.uname().release} up after {uptime} s, job {job['kind']}")
     subprocess.run(["insmod", "/lab/module/lkpf.ko"], check=True)
-    result = {"smoke": smoke, "scenario": scenario, "overhead": overhead}[job["kind"]](job)
+    kinds = {"smoke": smoke, "scenario": scenario, "overhead": overhead, "watch": watch}
+    result = kinds[job["kind"]](job)
     result["kernel"] = os.uname().release
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
     os.sync()
