@@ -31,11 +31,17 @@ def cmd_smoke(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    names = list(SCENARIOS) if args.scenarios == ["all"] else args.scenarios
+    kernel = kernels.resolve(args.kernel)
+    names = args.scenarios
+    if names == ["all"]:
+        names = [n for n, s in SCENARIOS.items() if s.runs_on(kernel)]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise LabError(f"unknown scenario(s) {', '.join(unknown)}: know {', '.join(SCENARIOS)}")
-    lab = build.build(kernels.resolve(args.kernel))
+    cannot = [n for n in names if not SCENARIOS[n].runs_on(kernel)]
+    if cannot:
+        raise LabError(f"{', '.join(cannot)} need lkpf, which {kernel.abi} cannot build")
+    lab = build.build(kernel)
     dest = (args.out or DEFAULT_OUT / lab.kernel.abi).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -53,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         (dest / f"{name}.json").write_text(json.dumps(result, indent=1))
         hung = sorted({t["comm"] for t in result["blocked"]})
         log(f"{name}: rc={result['rc']} timed_out={result['timed_out']} blocked={hung}")
-        if bool(hung) != s.hangs:
+        if bool(hung) != s.hangs(kernel):
             log(f"{name}: unexpected: it {'hung' if hung else 'did not hang'} on this kernel")
     log(f"results in {dest}")
 

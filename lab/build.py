@@ -22,13 +22,24 @@ from pathlib import Path
 
 import tomllib
 
+from lab import archive, kernels
 from lab.kernels import Kernel
-from lab.shell import APT_ENV, LabError, apt, apt_update_if_empty, cached, log, run, timed
+from lab.shell import (
+    APT_ENV,
+    CACHE,
+    LAB,
+    LabError,
+    apt,
+    apt_update_if_empty,
+    cached,
+    log,
+    run,
+    timed,
+)
 
-LAB = Path(__file__).resolve().parent
 REPO = LAB.parent
-CACHE = LAB / "cache"
 SUITE = "bookworm"
+QEMU_SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 SOURCES = f"""\
 deb {MIRROR} {SUITE} main
@@ -151,13 +162,14 @@ def wheels(timings: dict[str, float]) -> tuple[Path, str]:
 
 
 @contextmanager
-def chroot_mounts(root: Path) -> Iterator[None]:
-    """/proc, /sys and /dev inside ``root`` for apt and make, unmounted however we leave."""
+def chroot_mounts(root: Path, binds: tuple[Path, ...] = ()) -> Iterator[None]:
+    """/proc, /sys, /dev and ``binds`` (same paths) inside ``root``, unmounted however we leave."""
     mounted: list[Path] = []
+    dirs = [("/proc", "proc"), ("/sys", "sysfs"), ("/dev", None)]
     try:
-        for src, fstype in (("/proc", "proc"), ("/sys", "sysfs"), ("/dev", None)):
+        for src, fstype in dirs + [(str(b), None) for b in binds]:
             target = root / src.lstrip("/")
-            target.mkdir(exist_ok=True)
+            target.mkdir(parents=True, exist_ok=True)
             run(["mount", "--bind", src, target] if fstype is None else
                 ["mount", "-t", fstype, fstype, target])  # fmt: skip
             mounted.append(target)
@@ -202,8 +214,27 @@ def base_rootfs(timings: dict[str, float]) -> tuple[Path, str]:
     return root, key
 
 
+def qemu_root(timings: dict[str, float]) -> Path:
+    """trixie (minbase) with its QEMU 10, which the guests run under (chrooted in it).
+
+    bookworm's QEMU 7.2 has no ``igb`` device (QEMU 8.0 added it), the SR-IOV PF
+    the kernel matrix is compared on.
+    """
+    root = CACHE / f"qemu-{QEMU_SUITE}"
+    key = f"{QEMU_SUITE} {MIRROR} qemu-system-x86"
+
+    def build() -> None:
+        remove_tree(root)
+        with timed("qemu: debootstrap", timings):
+            run(["debootstrap", "--variant=minbase", "--include=qemu-system-x86", QEMU_SUITE,
+                 root, MIRROR], retries=3)  # fmt: skip
+
+    cached(CACHE / f"qemu-{QEMU_SUITE}.stamp", key, build)
+    return root
+
+
 def kernel_package(lab: Lab) -> None:
-    """Download and unpack the kernel package, and index its modules."""
+    """Download and unpack the kernel's packages (lab/archive.py), and index its modules."""
 
     def build() -> None:
         dest = lab.dir / "kernel"
@@ -212,13 +243,16 @@ def kernel_package(lab: Lab) -> None:
             timed("kernel: download and unpack", lab.timings),
             tempfile.TemporaryDirectory() as tmp,
         ):
-            apt_update_if_empty()
-            run(["apt-get", "-q", "download", lab.kernel.image_package], cwd=Path(tmp), retries=3)
-            (deb,) = Path(tmp).glob("*.deb")
-            run(["dpkg-deb", "-x", deb, dest])
+            for package in lab.kernel.packages:
+                run(["dpkg-deb", "-x", archive.download(package, Path(tmp)), dest])
+            # trixie's later kernels install their modules under /usr (merged /usr)
+            usr_modules = dest / "usr/lib/modules"
+            if usr_modules.is_dir():
+                (dest / "lib").mkdir(exist_ok=True)
+                usr_modules.rename(dest / "lib/modules")
             run(["depmod", "-b", dest, lab.kernel.abi])
 
-    cached(lab.dir / "kernel.stamp", lab.kernel.abi, build)
+    cached(lab.dir / "kernel.stamp", f"{lab.kernel.abi} {lab.kernel.packages}", build)
 
 
 def module_closure(modules_dir: Path, names: list[str]) -> list[Path]:
@@ -288,7 +322,8 @@ def initramfs(lab: Lab) -> None:
 
 def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str) -> str:
     """The kernel's root file system: base + headers, modules, lkpf, the lktrace venv."""
-    key = f"{lab.kernel.abi} | {base_key} | {wheel_key} | {_digest(LAB / 'module')}"
+    headers = headers_package(lab.kernel)
+    key = f"{lab.kernel.abi} {headers} | {base_key} | {wheel_key} | {_digest(LAB / 'module')}"
 
     def build() -> None:
         root = lab.rootfs
@@ -299,14 +334,16 @@ def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str)
         with chroot_mounts(root):
             with timed("rootfs: kernel headers", lab.timings):
                 chroot_apt(root, "update")
-                chroot_apt(root, "install", "-y", "--no-install-recommends",
-                           lab.kernel.headers_package)  # fmt: skip
+                chroot_apt(root, "install", "-y", "--no-install-recommends", headers)
+            (root / f"lib/modules/{abi}").mkdir(parents=True, exist_ok=True)
             run(["cp", "-a", f"{lab.dir}/kernel/lib/modules/{abi}/.", f"{root}/lib/modules/{abi}/"])
             chroot(root, "depmod", abi)
-            with timed("rootfs: build lkpf", lab.timings):
-                shutil.copytree(LAB / "module", root / "lab/module")
-                chroot(root, "make", "-s", "-C", f"/lib/modules/{abi}/build", "M=/lab/module",
-                       "modules")  # fmt: skip
+            # lkpf needs the kernel's own headers: only bookworm's kernels have them here.
+            if lab.kernel.bookworm:
+                with timed("rootfs: build lkpf", lab.timings):
+                    shutil.copytree(LAB / "module", root / "lab/module")
+                    chroot(root, "make", "-s", "-C", f"/lib/modules/{abi}/build",
+                           "M=/lab/module", "modules")  # fmt: skip
             with timed("rootfs: lktrace venv", lab.timings):
                 shutil.copytree(wheel_dir, root / "tmp/wheels")
                 chroot(root, "python3", "-m", "venv", "--system-site-packages", VENV)
@@ -324,6 +361,16 @@ def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str)
 
     cached(lab.dir / "rootfs.stamp", key, build)
     return key
+
+
+def headers_package(kernel: Kernel) -> str:
+    """The headers BCC compiles with in the guest: the kernel's own, where bookworm has them.
+
+    The archive has no headers for most of trixie's kernels, and later ones need
+    trixie's toolchain; lktrace takes struct offsets from BTF, so bookworm's newest
+    6.12 headers do for the generic definitions.
+    """
+    return kernel.headers_package if kernel.bookworm else kernels.resolve("6.12").headers_package
 
 
 def image(lab: Lab, rootfs_key: str) -> None:
@@ -354,6 +401,7 @@ def build(kernel: Kernel) -> Lab:
         ensure_host_tools()
         wheel_dir, wheel_key = wheels(lab.timings)
         base, base_key = base_rootfs(lab.timings)
+        qemu_root(lab.timings)
         kernel_package(lab)
         initramfs(lab)
         image(lab, rootfs(lab, base, base_key, wheel_dir, wheel_key))

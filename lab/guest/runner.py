@@ -19,6 +19,8 @@ from pathlib import Path
 SHARE = Path("/share")
 OUT = SHARE / "out"
 LKTRACE = "/usr/local/bin/lktrace"
+#: The lab's PF driver for the NVMe PF, built only against a kernel's own headers.
+LKPF = Path("/lab/module/lkpf.ko")
 #: The scenarios' lib.sh creates this when a scenario starts.
 STARTED = Path("/run/lab-scenario-started")
 #: How long a recorder may take to start (import, BCC compile, attach) under TCG.
@@ -153,12 +155,19 @@ def overhead(job: dict) -> dict:
     return {"ops": job["ops"], "runs": runs}
 
 
+def load_pf_drivers() -> None:
+    """igb (in-tree, on every kernel) and lkpf (where the build could make it)."""
+    subprocess.run(["modprobe", "igb"], check=True)
+    if LKPF.exists():
+        subprocess.run(["insmod", str(LKPF)], check=True)
+
+
 def main() -> None:
     job = json.loads((SHARE / "job.json").read_text())
     OUT.mkdir(exist_ok=True)
     uptime = Path("/proc/uptime").read_text().split()[0]
     log(f"{os.uname().release} up after {uptime} s, job {job['kind']}")
-    subprocess.run(["insmod", "/lab/module/lkpf.ko"], check=True)
+    load_pf_drivers()
     result = {"smoke": smoke, "scenario": scenario, "overhead": overhead}[job["kind"]](job)
     result["kernel"] = os.uname().release
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
