@@ -225,7 +225,7 @@ class Run:
         waits_on: dict[int, int] = {}
         for task, pos in waiting.items():
             hold = holder.get((int(ev.file[pos]), int(ev.inst[pos])))
-            if hold is not None and h.task[hold] != task:
+            if hold is not None:  # its own hold too: a task that waits for itself
                 waits_on[task] = int(h.task[hold])
         found: list[Deadlock] = []
         links: list[tuple[int, int]] = []
