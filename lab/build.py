@@ -93,7 +93,11 @@ class Lab:
 
     @property
     def vmlinuz(self) -> Path:
-        return self.dir / "kernel" / "boot" / f"vmlinuz-{self.kernel.abi}"
+        """/boot/vmlinuz-V, or /usr/lib/modules/V/vmlinuz in 7.x's linux-binary-V."""
+        boot = self.dir / "kernel" / "boot" / f"vmlinuz-{self.kernel.abi}"
+        return (
+            boot if boot.exists() else self.dir / "kernel/lib/modules" / self.kernel.abi / "vmlinuz"
+        )
 
     @property
     def initramfs(self) -> Path:
@@ -269,9 +273,12 @@ def module_closure(
         target, _, rest = line.partition(":")
         deps[target] = rest.split()
     by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    listed = modules_dir / "modules.builtin"
+    if not listed.exists():  # 7.x packages ship only modules.builtin.bin: trust modules.dep
+        optional = optional | {n for n in names if n not in by_name}
     builtin = {
         Path(p).name.split(".ko")[0].replace("-", "_")
-        for p in (modules_dir / "modules.builtin").read_text().split()
+        for p in (listed.read_text().split() if listed.exists() else [])
     }
     order: list[str] = []
 

@@ -36,6 +36,8 @@ SRIOV_NVME = [
 #: QEMU's Intel 82576 (8086:10c9, 7 VFs) behind a root port of its own: the PF that
 #: every kernel drives with its in-tree igb, so that traces compare across kernels.
 SRIOV_IGB = ["-device", "pcie-root-port,id=rp2,chassis=2,slot=2", "-device", "igb,bus=rp2"]
+#: Seconds a guest may take per scenario besides its timeout (recorder start under TCG).
+STARTUP_ALLOWANCE = 300
 CMDLINE = "console=ttyS0 root=/dev/vda rw panic=1 loglevel=4"
 
 

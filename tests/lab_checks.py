@@ -130,3 +130,108 @@ def assert_diff_same_deadlock(old: Path, new: Path) -> None:
         if inv["level"] == "class" and set(inv["cycle"]) == INVERSION
     ]
     assert remaining and remaining[0]["deadlocked_old"] and remaining[0]["deadlocked_new"]
+
+
+# -- the igb PF on every kernel of the matrix (lab/guest/scenarios/igb-*.sh) --------
+
+IGB_WALK = "igb-walk"
+IGB_SELF = "igb-pf-remove-vfs-on"
+IGB_RACE = "igb-unbind-vs-remove"
+RESCAN = "pci_rescan_remove_lock"
+#: Frames of the self-deadlock's waiting stack, innermost first (05703271c3cd kernels).
+SELF_DEADLOCK_PATH = [
+    "pci_lock_rescan_remove",
+    "sriov_disable",
+    "pci_disable_sriov",
+    "igb_remove",
+    "remove_store",
+]
+
+
+def _symbols(stack: list[str]) -> list[str]:
+    return [f.split("+")[0] for f in stack]
+
+
+def _in_order(stack: list[str], path: list[str]) -> bool:
+    """Whether ``path``'s functions appear in ``stack`` in that order (others between)."""
+    it = iter(_symbols(stack))
+    return all(name in it for name in path)
+
+
+def witnesses(inv: dict, src: str, dst: str) -> list[dict]:
+    """The witnesses of an inversion's ``src -> dst`` edge, one per call path."""
+    return [
+        w for path in inv["paths"] for w in path if (w["from_class"], w["to_class"]) == (src, dst)
+    ]
+
+
+def rescan_inversion(path: Path) -> dict | None:
+    """The class-level device_lock <-> pci_rescan_remove_lock inversion, if analyze finds one."""
+    found = _inversions(analyze_json(path))
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def assert_nothing_hung(path: Path) -> None:
+    """Every writer ran to the end: no deadlock, nothing waiting, no self_deadlock."""
+    pending = pending_attempts(path)
+    assert pending.empty, pending.to_string()
+    report = analyze_json(path)
+    assert report["deadlocks"] == []
+    assert not [a for a in report["anomalies"] if a["kind"] == "self_deadlock"]
+
+
+def assert_walk(path: Path, locking: str) -> None:
+    """The sequential walk: nothing hangs; the inversion is predicted where the kernel has it.
+
+    ``locking`` is a lab.kernels.RescanLocking value: ``none`` (6.16: no SR-IOV path
+    takes the rescan lock under a device_lock, so no inversion),
+    ``sriov_enable/sriov_disable`` (05703271c3cd: unbind's .remove() -> sriov_disable
+    and sriov_numvfs_store -> sriov_enable/disable take it under the PF's lock) or
+    ``sriov_numvfs_store`` (a5338e365c45: only sriov_numvfs_store takes it, itself).
+    """
+    assert_nothing_hung(path)
+    comms = set(read_trace(path).table["comm"].to_pylist())
+    assert {"numvfs=2", "numvfs=0", "pf-unbind", "pf-bind", "pf-remove", "rp-remove"} <= comms
+    inv = rescan_inversion(path)
+    if locking == "none":
+        assert inv is None, inv
+        return
+    assert inv is not None and not inv["deadlocked"]
+    removes = {w["comm"] for w in witnesses(inv, RESCAN, "device_lock")}
+    assert {"pf-remove", "rp-remove"} & removes, removes
+    into = witnesses(inv, "device_lock", RESCAN)
+    by = {w["comm"] for w in into}
+    if locking == "sriov_enable/sriov_disable":
+        assert "pf-unbind" in by, by
+        unbind = [w for w in into if w["comm"] == "pf-unbind"]
+        assert any(_in_order(w["stack"], ["sriov_disable", "unbind_store"]) for w in unbind)
+    else:
+        assert "pf-unbind" not in by and by <= {"numvfs=2", "numvfs=0"}, by
+        assert all(w["caller"].startswith("sriov_numvfs_store+") for w in into), into
+
+
+def assert_self_deadlock(path: Path) -> None:
+    """The PF's remove with VFs on, on a 05703271c3cd kernel: it waits for itself."""
+    report = analyze_json(path)
+    (deadlock,) = report["deadlocks"]
+    (task,) = deadlock["tasks"]
+    assert task["comm"] == "pf-remove" and task["waits_for"]["lock_class"] == RESCAN
+    assert RESCAN in {h["lock_class"] for h in task["holds"]}
+    assert _in_order(task["waits_for"]["stack"], SELF_DEADLOCK_PATH), task["waits_for"]["stack"]
+    (anomaly,) = [a for a in report["anomalies"] if a["kind"] == "self_deadlock"]
+    assert anomaly["comm"] == "pf-remove" and anomaly["lock_class"] == RESCAN
+
+
+def assert_unbind_remove_deadlock(path: Path) -> None:
+    """The LKML diagram, on a 05703271c3cd kernel: unbind and remove wait for each other."""
+    report = analyze_json(path)
+    (deadlock,) = report["deadlocks"]
+    tasks = {t["comm"]: t for t in deadlock["tasks"]}
+    assert set(tasks) == {"pf-unbind", "pf-remove"}
+    unbind, remove = tasks["pf-unbind"]["waits_for"], tasks["pf-remove"]["waits_for"]
+    assert unbind["lock_class"] == RESCAN and remove["lock_class"] == "device_lock"
+    assert _in_order(unbind["stack"], ["sriov_disable", "igb_remove", "unbind_store"])
+    assert _in_order(remove["stack"], ["device_release_driver_internal", "remove_store"])
+    inv = rescan_inversion(path)
+    assert inv is not None and inv["deadlocked"]

@@ -113,6 +113,31 @@ def scenario(job: dict) -> dict:
     return result
 
 
+def scenarios(job: dict) -> dict:
+    """Run the job's scenarios in turn in this boot, each under its own recorder.
+
+    Between two, a PCI rescan brings back what the last one removed.  Stops after
+    one that hangs (the host runs the rest in a new boot).
+    """
+    results: dict[str, dict] = {}
+    for i, (name, timeout) in enumerate(job["scenarios"]):
+        if i:
+            restore_devices()
+        results[name] = scenario({**job, "scenario": name, "timeout": timeout})
+        if results[name]["blocked"]:
+            break
+    return {"scenarios": results, "blocked": results[name]["blocked"]}
+
+
+def restore_devices() -> None:
+    """Rescan the PCI buses and undo lkpf's delay, as after a fresh boot."""
+    Path("/sys/bus/pci/rescan").write_text("1")
+    delay = Path("/sys/module/lkpf/parameters/vf_remove_delay_ms")
+    if delay.exists():
+        delay.write_text("0")
+    time.sleep(1)  # the drivers bind to what came back
+
+
 def smoke(job: dict) -> dict:
     """The raw BCC kprobe check, no lktrace involved."""
     return run_bounded(
@@ -168,7 +193,8 @@ def main() -> None:
     uptime = Path("/proc/uptime").read_text().split()[0]
     log(f"{os.uname().release} up after {uptime} s, job {job['kind']}")
     load_pf_drivers()
-    result = {"smoke": smoke, "scenario": scenario, "overhead": overhead}[job["kind"]](job)
+    kinds = {"smoke": smoke, "scenario": scenario, "scenarios": scenarios, "overhead": overhead}
+    result = kinds[job["kind"]](job)
     result["kernel"] = os.uname().release
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
     os.sync()

@@ -1,17 +1,24 @@
 #!/bin/bash
 # The LKML report's diagram: unbind of the PF's driver (the PF's device_lock, then
 # igb's .remove() -> pci_disable_sriov -> the rescan lock where sriov_disable takes
-# it) races the PF's `remove` (the rescan lock, then the PF's device_lock).  igb has
-# no delay knob, so the race is tried again with the remove started at other points
-# of the unbind, bringing the PF back in between, until a writer hangs or the
-# rounds run out.
+# it) races the PF's `remove` (the rescan lock, then the PF's device_lock).
+#
+# igb has no delay knob and its .remove() reaches pci_disable_sriov ~40 ms after
+# the unbind took the device_lock, so the unbind is slowed from elsewhere: it
+# runs at nice 19 on CPU 0 beside a busy loop at nice 0, and gets ~1.5 % of the
+# CPU.  Once it is in igb_remove (holding the PF's device_lock) the remove starts
+# on CPU 1; once that waits for the device_lock under the rescan lock, the busy
+# loop stops.
 DRIVER=igb
 . "$(dirname "$0")/lib.sh"
-for delay in ${UNBIND_REMOVE_DELAYS:-0.02 0.05 0.01 0.1 0.03 0.07 0 0.15}; do
-	write_as numvfs=2 2 "$PF_DIR/sriov_numvfs"
-	write_as pf-unbind "$PF" "$DRIVER_DIR/unbind" &
-	sleep "$delay"
-	write_as pf-remove 1 "$PF_DIR/remove" &
-	wait
-	rescan_pf
-done
+write_as numvfs=2 2 "$PF_DIR/sriov_numvfs"
+taskset -c 0 sh -c 'while :; do :; done' &
+hog=$!
+WRAP="taskset -c 0 nice -n 19" write_as pf-unbind "$PF" "$DRIVER_DIR/unbind" &
+wait_in pf-unbind igb_remove
+WRAP="taskset -c 1" write_as pf-remove 1 "$PF_DIR/remove" &
+wait_in pf-remove device_release_driver_internal || true
+sleep 0.5
+kill "$hog"
+note "busy loop stopped"
+wait

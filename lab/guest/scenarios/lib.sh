@@ -15,13 +15,32 @@ PARAMS=/sys/module/$DRIVER/parameters
 # note TEXT: a timestamped line in the scenario's log.
 note() { echo "$(cut -d' ' -f1 /proc/uptime) $*"; }
 
-# write_as COMM VALUE FILE: write VALUE to FILE from a task called COMM.
+# write_as COMM VALUE FILE: write VALUE to FILE from a task called COMM (run
+# under $WRAP, e.g. taskset, when set).
 write_as() {
 	ln -sf "$(command -v dd)" "/run/$1"
 	note "$1: $2 > $3"
-	printf %s "$2" | "/run/$1" of="$3" conv=notrunc status=none
+	printf %s "$2" | ${WRAP:-} "/run/$1" of="$3" conv=notrunc status=none
 	note "$1: done"
 }
+# wait_in COMM FUNCTION: wait until the task called COMM has FUNCTION in its
+# kernel stack (it is inside that function, or blocked under it).
+wait_in() {
+	i=0
+	while [ $i -lt 600 ]; do
+		for pid in $(pgrep -x "$1"); do
+			if grep -q "$2" "/proc/$pid/stack" 2>/dev/null; then
+				note "$1 is in $2"
+				return 0
+			fi
+		done
+		sleep 0.05
+		i=$((i + 1))
+	done
+	note "$1 never reached $2"
+	return 1
+}
+
 # rescan_pf: bring a removed PF back (its driver binds by itself) and wait for it.
 rescan_pf() {
 	write_as rescan 1 /sys/bus/pci/rescan
