@@ -47,9 +47,9 @@ deb {MIRROR} {SUITE}-updates main
 deb http://deb.debian.org/debian-security {SUITE}-security main
 """
 
-#: Host tools, by the command that shows they are there and the package with it.
+#: Host tools, by the command that shows they are there and the package with it
+#: (QEMU is trixie's, in a root of its own: see qemu_root()).
 HOST_TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
     "debootstrap": "debootstrap",
     "busybox": "busybox-static",
     "cpio": "cpio",
