@@ -10,6 +10,7 @@ matches, so a second build of the same kernel only checks stamps.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -408,11 +409,20 @@ def image(lab: Lab, rootfs_key: str) -> None:
     cached(lab.dir / "image.stamp", f"{rootfs_key} | {_digest(init)}", build)
 
 
+@contextmanager
+def build_lock() -> Iterator[None]:
+    """One builder at a time on the cache (CI builds ahead while other tests run)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def build(kernel: Kernel) -> Lab:
     """Build (or find cached) everything needed to boot ``kernel`` in the lab."""
     lab = Lab(kernel)
     lab.dir.mkdir(parents=True, exist_ok=True)
-    with timed(f"build {kernel.abi}", lab.timings):
+    with build_lock(), timed(f"build {kernel.abi}", lab.timings):
         ensure_host_tools()
         wheel_dir, wheel_key = wheels(lab.timings)
         base, base_key = base_rootfs(lab.timings)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lab.kernels import Kernel, RescanLocking
 from lktrace.trace import read_trace
 
 DEADLOCK = "rootport-remove-vs-numvfs"
@@ -134,6 +135,14 @@ def assert_diff_same_deadlock(old: Path, new: Path) -> None:
 
 # -- the igb PF on every kernel of the matrix (lab/guest/scenarios/igb-*.sh) --------
 
+#: Consecutive kernels of the SR-IOV rescan-lock history, whose igb traces are diffed.
+HISTORY = [("6.16", "6.18"), ("6.18", "7.2")]
+#: diff judges a nesting by the call path of the inner attempt; out of 05703271c3cd
+#: sriov_disable no longer takes the rescan lock at all, so that path reads "not
+#: exercised" (verdict same) although remove_store ran and took the lock once.
+FIX_UNSEEN = pytest.mark.xfail(
+    strict=True, reason="diff: a self_deadlock whose inner path no longer locks is not exercised"
+)
 IGB_WALK = "igb-walk"
 IGB_SELF = "igb-pf-remove-vfs-on"
 IGB_RACE = "igb-unbind-vs-remove"
@@ -146,6 +155,11 @@ SELF_DEADLOCK_PATH = [
     "igb_remove",
     "remove_store",
 ]
+
+
+def self_deadlocking(abi: str) -> bool:
+    """Whether the kernel has 05703271c3cd, so the igb removes with VFs on hang."""
+    return Kernel(abi).rescan_locking is RescanLocking.SRIOV_ENABLE_DISABLE
 
 
 def _symbols(stack: list[str]) -> list[str]:
@@ -289,15 +303,26 @@ def assert_diff_path_moved(old: Path, new: Path) -> None:
     assert "sriov_numvfs_store" in paths.get("kept", set()) | paths.get("added", set()), paths
 
 
-def assert_diff_self_deadlock_fixed(old: Path, new: Path) -> None:
-    """The PF's remove with VFs on: the self-deadlock of 05703271c3cd is gone."""
-    report = diff_json(old, new)
+def _self_deadlock_change(report: dict, side: str) -> dict:
     (change,) = [
         c
         for c in report["depth_changes"]
-        if c["lock_class"] == RESCAN and c["old"]["kind"] == "self_deadlock"
+        if c["lock_class"] == RESCAN and c[side]["kind"] == "self_deadlock"
     ]
-    assert change["change"] == "better" and change["new"]["kind"] != "self_deadlock", change
-    assert report["verdict"] == "better"
+    return change
+
+
+def assert_diff_self_deadlock_introduced(old: Path, new: Path) -> None:
+    """The PF's remove with VFs on, into 05703271c3cd: worse, a self_deadlock on sriov_disable."""
     first = diff(old, new).stdout.splitlines()[0]
-    assert first.startswith("verdict: better"), first
+    assert first.startswith("verdict: worse") and "nesting: 0 better, 1 worse" in first, first
+    change = _self_deadlock_change(diff_json(old, new), "new")
+    assert change["change"] == "worse" and change["path"][0] == "sriov_disable", change
+
+
+def assert_diff_self_deadlock_fixed(old: Path, new: Path) -> None:
+    """The PF's remove with VFs on, out of 05703271c3cd: better, the self-deadlock is gone."""
+    report = diff_json(old, new)
+    change = _self_deadlock_change(report, "old")
+    assert change["change"] == "better", change
+    assert report["verdict"] == "better"
