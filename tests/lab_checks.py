@@ -271,13 +271,17 @@ def _rescan_cycle(changes: list[dict]) -> dict:
     return found
 
 
-def _paths_into(cycle: dict) -> dict[str, set[str]]:
-    """Status -> the outermost-first symbols of each path on the device_lock -> rescan edge."""
-    (edge,) = [e for e in cycle["edges"] if (e["from"], e["to"]) == ("device_lock", RESCAN)]
-    out: dict[str, set[str]] = {}
+def _edge_paths(cycle: dict, src: str, dst: str) -> dict[str, list[list[str]]]:
+    """Status -> the call paths (symbols, call site first) of one edge of a cycle change."""
+    (edge,) = [e for e in cycle["edges"] if (e["from"], e["to"]) == (src, dst)]
+    out: dict[str, list[list[str]]] = {}
     for p in edge["paths"]:
-        out.setdefault(p["status"], set()).update(p["path"])
+        out.setdefault(p["status"], []).append(p["path"])
     return out
+
+
+def _through(paths: dict[str, list[list[str]]], status: str, function: str) -> bool:
+    return any(function in path for path in paths.get(status, []))
 
 
 def assert_diff_inversion_introduced(old: Path, new: Path) -> None:
@@ -286,21 +290,26 @@ def assert_diff_inversion_introduced(old: Path, new: Path) -> None:
     assert first.startswith("verdict: worse (inversions: 0 fixed, 1 introduced"), first
     report = diff_json(old, new)
     assert report["verdict"] == "worse"
-    paths = _paths_into(_rescan_cycle(report["inversions_introduced"]))
-    assert "unbind_store" in paths["added"], paths
+    into = _edge_paths(_rescan_cycle(report["inversions_introduced"]), "device_lock", RESCAN)
+    assert _through(into, "added", "unbind_store"), into
 
 
 def assert_diff_path_moved(old: Path, new: Path) -> None:
-    """05703271c3cd -> its replacement: the inversion stays, unbind's path into it is gone.
+    """05703271c3cd -> its replacement: the inversion stays, its paths moved.
 
-    sriov_numvfs_store holds the PF's device_lock on both kernels (its call into
-    sriov_enable/disable took the rescan lock, now it takes it itself), so that
-    path is kept; unbind_store's (igb's .remove() -> sriov_disable) is removed.
+    unbind_store's path into it (igb's .remove() -> sriov_disable under the PF's
+    device_lock) is removed; sriov_numvfs_store, which held the PF's device_lock
+    around sriov_enable/disable taking the rescan lock, now takes the rescan lock
+    itself and then VFs' device_locks under it: a path added on the other edge.
     """
-    report = diff_json(old, new)
-    paths = _paths_into(_rescan_cycle(report["inversions_remaining"]))
-    assert "unbind_store" in paths["removed"], paths
-    assert "sriov_numvfs_store" in paths.get("kept", set()) | paths.get("added", set()), paths
+    first = diff(old, new).stdout.splitlines()[0]
+    assert first.startswith("verdict: same (inversions: 0 fixed, 0 introduced, 1 remaining"), first
+    cycle = _rescan_cycle(diff_json(old, new)["inversions_remaining"])
+    into = _edge_paths(cycle, "device_lock", RESCAN)
+    assert _through(into, "removed", "unbind_store"), into
+    assert _through(into, "kept", "sriov_numvfs_store"), into
+    out = _edge_paths(cycle, RESCAN, "device_lock")
+    assert any(p[0] == "sriov_numvfs_store" for p in out.get("added", [])), out
 
 
 def _self_deadlock_change(report: dict, side: str) -> dict:
