@@ -54,7 +54,11 @@ def cmd_run(args: argparse.Namespace) -> None:
             "record_args": args.record_arg,
         }
         limit = sum(t + vm.STARTUP_ALLOWANCE for _, t in job["scenarios"])
-        out, boot = vm.run_job(lab, pending[0], job, timeout=limit)
+        try:
+            out, boot = vm.run_job(lab, pending[0], job, timeout=limit)
+        except LabError as e:  # seen once under load: the guest's 9p mount never returned
+            log(f"{e}: booting once more")
+            out, boot = vm.run_job(lab, pending[0], job, timeout=limit)
         for name, result in boot["scenarios"].items():
             result.update(kernel=boot["kernel"], vm_seconds=boot["vm_seconds"], boot=pending[0])
             for f in out.glob(f"{name}.*"):

@@ -34,7 +34,7 @@ SCENARIOS = {
         Scenario("rootport-remove-then-numvfs", "lkpf", frozenset(), timeout=120),
         Scenario("pf-remove-vs-unbind", "lkpf", frozenset(), timeout=120),
         Scenario("numvfs-cycle", "lkpf", frozenset(), timeout=120),
-        Scenario("igb-unbind-vs-remove", "igb", frozenset({_SRIOV}), timeout=90),
+        Scenario("igb-unbind-vs-remove", "igb", frozenset({_SRIOV}), timeout=60),
         Scenario("igb-pf-remove-vfs-on", "igb", frozenset({_SRIOV}), timeout=30),
         Scenario("igb-walk", "igb", frozenset(), timeout=150),
     )

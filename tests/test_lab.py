@@ -79,16 +79,22 @@ def _lab(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def lab_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Kernel, Path]]:
     """Runs every scenario on a kernel once per session: its Kernel and results folder."""
-    done: dict[str, tuple[Kernel, Path] | str] = {}
+    done: dict[str, tuple[Kernel, Path] | str | AssertionError] = {}
 
     def runs(name: str) -> tuple[Kernel, Path]:
         if name not in SELECTED:
             pytest.skip(f"kernel {name} is not in LKTRACE_LAB_KERNELS")
         if name not in done:
-            done[name] = _run_all(name, tmp_path_factory)
-        if isinstance(done[name], str):
-            pytest.skip(done[name])
-        return done[name]  # type: ignore[return-value]
+            try:
+                done[name] = _run_all(name, tmp_path_factory)
+            except AssertionError as failed:  # one lab run per kernel, even a failed one
+                done[name] = failed
+        found = done[name]
+        if isinstance(found, AssertionError):
+            raise found
+        if isinstance(found, str):
+            pytest.skip(found)
+        return found
 
     return runs
 
