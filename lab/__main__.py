@@ -31,8 +31,18 @@ def cmd_smoke(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    kernel = kernels.resolve(args.kernel)
-    names = args.scenarios
+    if args.all == bool(args.kernel):
+        raise LabError("run: name a KERNEL and its scenarios, or give --all")
+    if not args.all:
+        run_kernel(args.kernel, args.scenarios or ["all"], args, args.out)
+        return
+    for name in kernels.MATRIX:
+        run_kernel(name, ["all"], args, args.out / kernels.resolve(name).abi if args.out else None)
+
+
+def run_kernel(name: str, names: list[str], args: argparse.Namespace, out: Path | None) -> None:
+    """Run ``names`` (or ``all`` it can) on one kernel, copying results into ``out``."""
+    kernel = kernels.resolve(name)
     if names == ["all"]:
         names = [n for n, s in SCENARIOS.items() if s.runs_on(kernel)]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -42,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if cannot:
         raise LabError(f"{', '.join(cannot)} need lkpf, which {kernel.abi} cannot build")
     lab = build.build(kernel)
-    dest = (args.out or DEFAULT_OUT / lab.kernel.abi).resolve()
+    dest = (out or DEFAULT_OUT / lab.kernel.abi).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     # Those expected to hang go last: a hang ends the boot.
     pending = sorted(names, key=lambda n: SCENARIOS[n].hangs(kernel))
@@ -104,8 +114,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("kernel")
     s.set_defaults(fn=cmd_smoke)
     r = sub.add_parser("run", help="run scenarios under lktrace record, copy the traces out")
-    r.add_argument("kernel")
-    r.add_argument("scenarios", nargs="+", help=f"'all' or some of: {', '.join(SCENARIOS)}")
+    r.add_argument("kernel", nargs="?", help="a series (6.18) or a full ABI")
+    r.add_argument(
+        "scenarios", nargs="*", help=f"'all' (default) or some of: {', '.join(SCENARIOS)}"
+    )
+    r.add_argument(
+        "--all", action="store_true", help=f"every scenario on {', '.join(kernels.MATRIX)}"
+    )
     r.add_argument("--out", type=Path, help="where the traces go (default lab/cache/out/ABI)")
     r.add_argument("--no-record", action="store_true", help="run the scripts bare")
     r.add_argument("--record-arg", action="append", default=[], help="extra lktrace record arg")

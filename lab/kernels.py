@@ -25,6 +25,10 @@ _BOOKWORM = {
 }
 _LATER = re.compile(r"^linux-image-(\d+\.\d+\.\d+\+deb1[3-9]-amd64)$")
 _SERIES_NAME = re.compile(r"^(\d+)\.(\d+)$")
+#: The lab's kernel matrix: the SR-IOV rescan-lock history on Debian's builds (the
+#: README's "One bug through five kernels"). 7.0 has no modules package in the
+#: archive (it cannot boot), so 7.2 stands for the replacement.
+MATRIX = ("6.1", "6.12", "6.16", "6.18", "7.2")
 #: Debian's packaging since 7.0: ``linux-image-V`` is a meta package, the kernel
 #: is in ``linux-binary-V`` and the modules in ``linux-modules-V``.
 SPLIT_PACKAGES_SINCE = (7, 0)

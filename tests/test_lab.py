@@ -43,16 +43,12 @@ from lab_checks import (
     self_deadlocking,
 )
 
-from lab.kernels import Kernel, resolve
+from lab.kernels import MATRIX, Kernel, resolve
 from lktrace.trace import read_trace
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[1]
-#: The SR-IOV rescan-lock history: bookworm's two (a5338e365c45 backported), 6.16
-#: (before 05703271c3cd), 6.18 (with it), 7.2 (its replacement; 7.0 has no modules
-#: package in the archive, so it cannot boot).
-MATRIX = ["6.1", "6.12", "6.16", "6.18", "7.2"]
 #: LKTRACE_LAB_KERNELS=6.16,6.18 runs part of the matrix (the others' tests skip).
 SELECTED = os.environ.get("LKTRACE_LAB_KERNELS", ",".join(MATRIX)).split(",")
 #: A built kernel takes about 3.5 GB (root fs and its image); the matrix, plus room.
