@@ -23,14 +23,17 @@ write_as() {
 	printf %s "$2" | ${WRAP:-} "/run/$1" of="$3" conv=notrunc status=none
 	note "$1: done"
 }
-# wait_in COMM FUNCTION: wait until the task called COMM has FUNCTION in its
-# kernel stack (it is inside that function, or blocked under it).
+# wait_in COMM FUNCTION [STATE]: wait until the task called COMM has FUNCTION in
+# its kernel stack (it is inside that function, or blocked under it), and is in
+# STATE (D: blocked) if given; its pid is left in $FOUND.
 wait_in() {
 	i=0
 	while [ $i -lt 600 ]; do
 		for pid in $(pgrep -x "$1"); do
-			if grep -q "$2" "/proc/$pid/stack" 2>/dev/null; then
-				note "$1 is in $2"
+			if grep -q "$2" "/proc/$pid/stack" 2>/dev/null &&
+				{ [ -z "${3:-}" ] || [ "$(cut -d' ' -f3 "/proc/$pid/stat")" = "$3" ]; }; then
+				note "$1 is in $2${3:+ (state $3)}"
+				FOUND=$pid
 				return 0
 			fi
 		done
