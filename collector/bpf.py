@@ -9,6 +9,7 @@ import ctypes
 import itertools
 import mmap
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,8 @@ DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
 TRACEFS = Path("/sys/kernel/tracing")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe")
 CAP_PERFMON, CAP_BPF, CAP_SYS_ADMIN = 38, 39, 21
+#: sudo's secure_path on Debian and Ubuntu (/etc/sudoers): the PATH ``sudo lktrace`` searches.
+SUDO_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KRETPROBE_MAXACTIVE = 1024
 
 
@@ -46,8 +49,8 @@ def import_bcc() -> Any:
         except ImportError as e:
             raise CollectorError(
                 f"bcc in {DIST_PACKAGES} does not load in Python "
-                f"{sys.version_info.major}.{sys.version_info.minor} ({e}); run lktrace with "
-                "the system python3 or a venv made from it with --system-site-packages"
+                f"{sys.version_info.major}.{sys.version_info.minor} ({e}); run lktrace from "
+                "a venv made with the system's /usr/bin/python3 (README: Install)"
             ) from None
     return bcc
 
@@ -60,7 +63,23 @@ def check_privileges(status: Path = Path("/proc/self/status")) -> None:
             caps = int(line.split()[1], 16)
     bpf_caps = 1 << CAP_BPF | 1 << CAP_PERFMON
     if not (caps >> CAP_SYS_ADMIN & 1 or caps & bpf_caps == bpf_caps):
-        raise CollectorError("recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo")
+        raise CollectorError(
+            f"recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo{sudo_hint()}"
+        )
+
+
+def sudo_hint(argv0: str | None = None) -> str:
+    """How to reach this lktrace under sudo when its secure_path does not lead to it."""
+    script = Path(shutil.which(argv0 or sys.argv[0]) or argv0 or sys.argv[0]).absolute()
+    if script.name != "lktrace":  # python -m lktrace
+        return f" (sudo {sys.executable} -m lktrace record ...)"
+    found = shutil.which("lktrace", path=SUDO_PATH)
+    if found and Path(found).resolve() == script.resolve():
+        return ""
+    return (
+        f"; sudo's PATH has no lktrace: sudo {script} record ..., or link it once: "
+        f"sudo ln -sf {script} /usr/local/bin/lktrace"
+    )
 
 
 def kprobes_available() -> bool:

@@ -1,3 +1,5 @@
 """lktrace: record kernel lock acquisitions with eBPF, find lock-order inversions offline."""
 
-__version__ = "0.1.0"
+from lktrace.version import __version__
+
+__all__ = ["__version__"]

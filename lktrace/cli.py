@@ -12,9 +12,9 @@ import typer
 from lktrace.collector.errors import CollectorError
 from lktrace.console import out
 from lktrace.trace import TraceError, TraceMeta, read_meta, read_trace
+from lktrace.version import writer
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Record kernel lock acquisitions with eBPF and find lock-order inversions offline.",
@@ -25,6 +25,27 @@ TraceArg = Annotated[Path, typer.Argument(help="A trace file (Parquet, format v1
 
 class UsageError(Exception):
     """Bad arguments that typer cannot catch by itself (exit code 2)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(writer())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version (the one every written file records) and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Record kernel lock acquisitions with eBPF and find lock-order inversions offline."""
 
 
 @app.command()
@@ -96,7 +117,7 @@ def analyze(
         raise typer.Exit(1 if result.problems else 0)
     result = run(loaded, opts, drop_tables=True)
     if fmt == "json":
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps({"writer": writer(), **result.to_dict()}, indent=2))
     else:
         render(result, out)
     raise typer.Exit(1 if result.problems else 0)
@@ -262,7 +283,7 @@ def diff(
         pages = Page(a.run, a.analysis, str(old)), Page(b.run, b.analysis, str(new))
         typer.echo(render_diff_html(*pages, diff_lines(result)), nl=False)
     elif fmt == "json":
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps({"writer": writer(), **result.to_dict()}, indent=2))
     else:
         render_diff(result, out, max_listed)
     raise typer.Exit(1 if result.verdict == "worse" else 0)
@@ -331,7 +352,7 @@ def demo(
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
-        app()
+        app(prog_name="lktrace")  # also under python -m: usage lines, completion scripts
     except (TraceError, UsageError, CollectorError) as e:
         print(f"lktrace: {e}", file=sys.stderr)
         sys.exit(2)

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lktrace.version import writer_metadata
+
 FORMAT_VERSION = 1
 META_PREFIX = "lktrace:"
 
@@ -94,7 +96,11 @@ class TraceMeta:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_kv(self) -> dict[str, str]:
-        """Encode as Parquet key-value metadata."""
+        """Encode as Parquet key-value metadata, naming this lktrace as the writer.
+
+        The writer is always the lktrace encoding it: a trace recovered from a
+        spool, or rewritten, names the lktrace that wrote the file.
+        """
         kv = {f"{META_PREFIX}format": str(FORMAT_VERSION)}
         for f in fields(self):
             if f.name == "extra":
@@ -102,6 +108,7 @@ class TraceMeta:
             value = getattr(self, f.name)
             kv[META_PREFIX + f.name] = json.dumps(value) if isinstance(value, list) else str(value)
         kv.update({META_PREFIX + k: v for k, v in self.extra.items()})
+        kv.update(writer_metadata())
         return kv
 
     @classmethod

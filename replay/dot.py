@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from lktrace.replay.analyze import Options, Run, select
 from lktrace.replay.findings import Analysis, Inversion
 from lktrace.trace import Trace
+from lktrace.version import writer
 
 RED = "#c62828"
 GREEN = "#2e7d32"
@@ -92,6 +93,7 @@ def to_dot(g: LockGraph) -> str:
     """DOT text for ``g``: top-down, one node per lock (class or instance)."""
     lines = [
         f"digraph {_quote('lock order (' + g.level + ')')} {{",
+        f"  comment={_quote('written by ' + writer())};",
         "  rankdir=TB;",
         '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", '
         'fontname="Helvetica", fontsize=11];',

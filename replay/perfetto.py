@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from lktrace.replay.events import RELEASED, Events, load_events
 from lktrace.replay.holds import Replay, pair
 from lktrace.trace import Trace, TraceError
+from lktrace.version import writer_metadata
 
 #: Added to a tid for its overlapping-holds track (above any pid_max).
 OVERLAP_TID = 1 << 30
@@ -95,6 +96,7 @@ def export_perfetto(trace: Trace, out: str | Path, drop_table: bool = False) -> 
     written = 0
     with f:
         meta = {"source": str(trace.path), "kernel": trace.meta.kernel, "host": trace.meta.host}
+        meta.update(writer_metadata())
         f.write(b'{"displayTimeUnit":"ns","otherData":' + json.dumps(meta).encode())
         f.write(b',"traceEvents":[\n')
         first = True

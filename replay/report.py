@@ -30,6 +30,7 @@ from lktrace.replay.layout import layered_svg
 from lktrace.replay.render import lock_label, scenario_rows, stamp
 from lktrace.replay.timeline import Mark, Timelines
 from lktrace.trace import Trace, TraceError
+from lktrace.version import writer
 
 MAX_GRAPH_EDGES = 60
 MAX_CARDS = 40  # findings drawn with a timeline; the rest are listed
@@ -176,6 +177,7 @@ def _document(title: str, body: str) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="{escape(writer())}">'
         f"<title>{escape(title)}</title><script>{_ERROR_HOOK}</script>"
         f"<style>{_asset('report.css')}</style></head>\n<body>\n{body}\n"
         f"<script>{_asset('report.js')}</script></body></html>\n"
@@ -184,11 +186,12 @@ def _document(title: str, body: str) -> str:
 
 def _header(page: Page) -> str:
     a = page.analysis
-    rows = []
+    rows = [f"<tr><th>report</th><td>written by {escape(writer())}</td></tr>"]
     for t in a.traces:
         kernel = " ".join(p for p in (t["kernel"], t["kernel_version"]) if p) or "unknown"
         rows.append(
-            f"<tr><th>trace</th><td><code>{escape(t['file'])}</code></td></tr>"
+            f"<tr><th>trace</th><td><code>{escape(t['file'])}</code>"
+            f"{', written by ' + escape(t['writer']) if t.get('writer') else ''}</td></tr>"
             f"<tr><th>kernel</th><td>{escape(kernel)} on {escape(t['host'] or 'unknown')}"
             f"{', started ' + escape(t['started_at']) if t['started_at'] else ''}</td></tr>"
             f"<tr><th>events</th><td>{fmt_count(t['events'])} over {fmt_ns(t['span_ns'])}, "

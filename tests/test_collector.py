@@ -22,6 +22,7 @@ from lktrace.collector.record import Recording, RecordRequest, prepare_output, r
 from lktrace.collector.spool import read_spool, spool_path
 from lktrace.collector.synthetic import FUNCTIONS, STACKS, SyntheticSource, addr, kallsyms
 from lktrace.trace import TraceError, TraceMeta, read_trace
+from lktrace.version import writer
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "synthetic_record.py"
@@ -244,6 +245,7 @@ def test_signal_flushes_a_complete_trace(tmp_path, sig):
     assert trace.num_events >= 2000
     assert stdout.strip() == f"wrote {trace.num_events}"
     assert trace.meta.extra["stopped_by"] == sig.name
+    assert trace.meta.extra["writer"] == writer()
     assert trace.meta.duration_ns > 0
     assert not spool_path(out).exists()
 
@@ -267,6 +269,7 @@ def test_kill_9_then_recover(tmp_path):
     trace = read_trace(out)
     assert trace.num_events >= 3000
     assert trace.meta.extra["recovered"].startswith("yes")
+    assert trace.meta.extra["writer"] == writer()
     assert trace.meta.lost_events > 0 and len(trace.meta.stacks) == len(STACKS)
     assert trace.meta.extra["backend"] == "synthetic"
 

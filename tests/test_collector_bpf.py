@@ -22,6 +22,7 @@ from lktrace.probes import program
 from lktrace.probes.btf import VMLINUX_BTF, Btf
 from lktrace.probes.targets import LOCK_APIS, discover
 from lktrace.trace import Trace, read_trace
+from lktrace.version import writer
 
 LKTRACE = [sys.executable, "-m", "lktrace"]
 HAMMER = """
@@ -163,6 +164,23 @@ def test_privileges_are_checked(tmp_path):
     bpf.check_privileges(status)  # CAP_BPF + CAP_PERFMON suffice
 
 
+def test_sudo_hint_says_how_sudo_finds_this_lktrace(tmp_path, monkeypatch):
+    script = tmp_path / "venv/bin/lktrace"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    sudo_path = tmp_path / "usr/local/bin"
+    sudo_path.mkdir(parents=True)
+    monkeypatch.setattr(bpf, "SUDO_PATH", str(sudo_path))
+    hint = bpf.sudo_hint(str(script))
+    assert hint == (
+        f"; sudo's PATH has no lktrace: sudo {script} record ..., "
+        f"or link it once: sudo ln -sf {script} /usr/local/bin/lktrace"
+    )
+    script.chmod(0o755)
+    (sudo_path / "lktrace").symlink_to(script)  # what the README's link does
+    assert bpf.sudo_hint(str(script)) == ""
+
+
 def run_cli(
     *args: str, cwd: Path, user: list[str] | None = None, memory: int | None = None
 ) -> subprocess.CompletedProcess:
@@ -201,7 +219,8 @@ def test_no_bpf_capabilities_is_one_line(tmp_path):
     done = run_cli("record", "-o", str(tmp_path / "t.parquet"), cwd=tmp_path, user=no_caps)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "lktrace: recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo"
+        "lktrace: recording needs root or CAP_BPF+CAP_PERFMON: run it with sudo "
+        f"(sudo {sys.executable} -m lktrace record ...)"
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -254,6 +273,7 @@ def test_tracepoint_backend_records_real_contention(tmp_path):
     out, trace = contended(tmp_path, "pipe")
     meta = trace.meta
     assert meta.extra["backend"] == "tracepoint" and meta.extra["releases"] == "no"
+    assert meta.extra["writer"] == writer()
     assert meta.probes == ["lock:contention_begin", "lock:contention_end"]
     assert meta.kernel == os.uname().release and meta.duration_ns > 1e9
     assert meta.extra["command_exit"] == "0"

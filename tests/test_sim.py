@@ -17,6 +17,7 @@ import pytest
 from lktrace.sim import SCENARIOS, SimError, scale, simulate
 from lktrace.summary import summarize
 from lktrace.trace import SCHEMA, Trace, read_trace
+from lktrace.version import writer
 
 RESCAN = "pci_rescan_remove_lock"
 PF = "pci:0000:01:00.0"
@@ -256,7 +257,7 @@ def test_columns_follow_the_conventions(traces: dict[str, Trace], name: str) -> 
     assert len({a for s in addr_of.values() for a in s}) == len(addr_of)
     meta = trace.meta
     assert meta.host == "simulator" and meta.lost_events == 0
-    assert meta.extra == {"source": "simulator", "scenario": name, "seed": "7"}
+    assert meta.extra == {"source": "simulator", "scenario": name, "seed": "7", "writer": writer()}
     assert meta.command.startswith(f"lktrace simulate {name} -o ")
     assert "pci_lock_rescan_remove" in meta.probes and "mutex_lock" in meta.probes
     assert meta.duration_ns >= rows[-1]["ts_ns"] - rows[0]["ts_ns"] > 0

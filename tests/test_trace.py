@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from lktrace.trace import (
     read_trace,
     write_trace,
 )
+from lktrace.version import writer
 
 ROWS = (
     locked(7, "pci:0000:01:00.0")
@@ -48,7 +50,7 @@ def test_round_trip(tmp_path):
     assert t.table.schema.equals(SCHEMA)
     assert t.table["lock_addr"].to_pylist() == cols["lock_addr"]
     assert t.table["lock_class"].to_pylist()[:2] == ["device_lock", "device_lock"]
-    assert t.meta == meta
+    assert t.meta == replace(meta, extra={**meta.extra, "writer": writer()})
     assert t.stack(1) == ["mutex_lock+0x1d", "caller_1+0x3c"] and t.stack(None) == []
     assert read_meta(path).lost_events == 3
     assert len(stacks) == 2 and stacks.intern(["mutex_lock+0x1d", "caller_0+0x3c"]) == 0
