@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import event_dtype
 from lktrace.collector.ringbuf import RingReader
 from lktrace.probes import program
+from lktrace.probes.record import event_dtype
 from lktrace.probes.targets import CONTENTION_SINCE, Targets
 
 DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")

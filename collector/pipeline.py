@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lktrace.collector.events import Decoder, StackLookup
-from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.spool import SpoolWriter
 from lktrace.collector.stream import TraceStream
+from lktrace.probes.kallsyms import Kallsyms
 
 
 class EventSource(Protocol):

@@ -19,17 +19,18 @@ import pyarrow as pa
 
 from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.pipeline import Drain, EventSource, Progress
 from lktrace.collector.spool import EVENTS_FILE, SPOOL_SUFFIX, SpoolWriter, convert, spool_path
 from lktrace.collector.stream import TraceStream
 from lktrace.console import fmt_count
+from lktrace.options import Backend, values
 from lktrace.probes.btf import VMLINUX_BTF, Btf, BtfError
+from lktrace.probes.kallsyms import Kallsyms
 from lktrace.probes.program import Options
 from lktrace.probes.targets import CONTENTION_TRACEPOINTS, Targets, discover, fentry_possible
 from lktrace.trace import TraceMeta
 
-BACKENDS = ("auto", "fentry", "kprobe", "tracepoint")
+BACKENDS = values(Backend)
 
 
 @dataclass

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from lktrace.collector.events import KIND_DEVICE, KIND_MUTEX, KIND_WRAPPED, event_dtype
-from lktrace.collector.kallsyms import Kallsyms
+from lktrace.probes.kallsyms import Kallsyms
+from lktrace.probes.record import KIND_DEVICE, KIND_MUTEX, KIND_WRAPPED, event_dtype
 
 BASE = 0xFFFFFFFF81000000
 #: Functions of the synthetic kernel, 0x1000 bytes apart from BASE.

@@ -1,18 +1,21 @@
 """The ``lktrace`` command line: one sub-command per job, each a thin layer over a module."""
 
-from __future__ import annotations
-
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lktrace.collector.errors import CollectorError
+from lktrace.command_options import FILTERS, JUDGING, with_options
 from lktrace.console import out
+from lktrace.options import BUFFER_MB, AnalyzeFormat, Backend, DiffFormat, Scope
 from lktrace.trace import TraceError, TraceMeta, read_meta, read_trace
 from lktrace.version import writer
+
+if TYPE_CHECKING:
+    from lktrace.replay.analyze import Options
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -71,52 +74,28 @@ def expand_traces(paths: list[Path]) -> list[Path]:
 
 
 @app.command()
+@with_options(*JUDGING)
 def analyze(
     traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or dot.")] = "text",
-    level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
-    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
-    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 200,
-    lock_class: Annotated[
-        list[str] | None, typer.Option("--class", help="Only findings on this lock class.")
-    ] = None,
-    comm: Annotated[list[str] | None, typer.Option(help="Only these tasks (comm).")] = None,
-    tid: Annotated[list[int] | None, typer.Option(help="Only these tasks (tid).")] = None,
-    since: Annotated[
-        float | None, typer.Option(help="Skip events before this many seconds in.")
-    ] = None,
-    until: Annotated[
-        float | None, typer.Option(help="Skip events from this many seconds in.")
-    ] = None,
+    fmt: Annotated[AnalyzeFormat, typer.Option("--format", "-f", help="Output.")] = AnalyzeFormat[
+        "text"
+    ],
+    *,
+    opts: "Options",
 ) -> None:
     """Find lock-order inversions, deadlocks and reentrancy anomalies (exit 1 if any)."""
-    from lktrace.replay.analyze import LEVELS, Options
     from lktrace.replay.analyze import analyze as run
     from lktrace.replay.render import render
 
-    if level not in LEVELS:
-        raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
-    if fmt not in ("text", "json", "dot"):
-        raise UsageError(f"--format must be text, json or dot, not {fmt!r}")
-    opts = Options(
-        level=level,
-        max_depth=max_depth,
-        max_cycles=max_cycles,
-        classes=set(lock_class or ()),
-        comms=set(comm or ()),
-        tids=set(tid or ()),
-        since_s=since,
-        until_s=until,
-    )
     loaded = (read_trace(p) for p in expand_traces(traces))
-    if fmt == "dot":
+    if fmt.value == "dot":
         from lktrace.replay.dot import analyze_dot
 
         text, result = analyze_dot(loaded, opts, drop_tables=True)
         typer.echo(text, nl=False)
         raise typer.Exit(1 if result.problems else 0)
     result = run(loaded, opts, drop_tables=True)
-    if fmt == "json":
+    if fmt.value == "json":
         typer.echo(json.dumps({"writer": writer(), **result.to_dict()}, indent=2))
     else:
         render(result, out)
@@ -131,45 +110,42 @@ def record(
         "lktrace.parquet"
     ),
     duration: Annotated[
-        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+        float | None, typer.Option("--duration", min=0.1, help="Stop after this many seconds.")
     ] = None,
     scope: Annotated[
-        str, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
-    ] = "pci",
+        Scope, typer.Option("--scope", help="pci: PCI paths and what they lock; all: every mutex.")
+    ] = Scope["pci"],
     no_stacks: Annotated[bool, typer.Option("--no-stacks", help="Skip kernel stacks.")] = False,
-    pid: Annotated[int | None, typer.Option("--pid", help="Only this process (tgid).")] = None,
+    pid: Annotated[
+        int | None, typer.Option("--pid", min=1, help="Only this process (tgid).")
+    ] = None,
     comm: Annotated[str | None, typer.Option("--comm", help="Only tasks with this comm.")] = None,
     backend: Annotated[
-        str, typer.Option("--backend", help="auto, fentry, kprobe or tracepoint.")
-    ] = "auto",
+        Backend, typer.Option("--backend", help="auto: fentry, else kprobes.")
+    ] = Backend["auto"],
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing trace.")] = False,
     buffer_mb: Annotated[
-        int, typer.Option("--buffer-mb", help="Kernel event buffer size (MiB).")
-    ] = 16,
+        int,
+        typer.Option(
+            "--buffer-mb", min=BUFFER_MB[0], max=BUFFER_MB[2], help="Kernel event buffer (MiB)."
+        ),
+    ] = BUFFER_MB[1],
     command: Annotated[
         list[str] | None, typer.Argument(help="-- COMMAND ...: record while it runs.")
     ] = None,
 ) -> None:
     """Record mutex acquisitions of the running kernel (root; needs bcc)."""
-    from lktrace.collector.record import BACKENDS, RecordRequest
+    from lktrace.collector.record import RecordRequest
     from lktrace.collector.record import record as run
 
-    if scope not in ("pci", "all"):
-        raise UsageError(f"--scope must be pci or all, not {scope!r}")
-    if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if duration is not None and duration <= 0:
-        raise UsageError("--duration must be positive")
-    if not 1 <= buffer_mb <= 4096:
-        raise UsageError("--buffer-mb must be between 1 and 4096")
     req = RecordRequest(
         output=output,
         duration=duration,
-        scope=scope,
+        scope=scope.value,
         stacks=not no_stacks,
         pid=pid,
         comm=comm,
-        backend=backend,
+        backend=backend.value,
         force=force,
         buffer_mb=buffer_mb,
         command=list(command or []),
@@ -215,20 +191,18 @@ def _report(path: Path, meta: TraceMeta, rows: int) -> None:
 
 
 @app.command()
+@with_options(*JUDGING)
 def report(
     traces: Annotated[list[Path], typer.Argument(help="Trace files or folders of them.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")],
-    level: Annotated[str, typer.Option(help="Graph level: class, instance or both.")] = "both",
-    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
+    *,
+    opts: "Options",
 ) -> None:
     """Write one self-contained HTML page: header, lock graph, findings with timelines."""
-    from lktrace.replay.analyze import LEVELS, Options
     from lktrace.replay.report import build_page, render_html, write_html
 
-    if level not in LEVELS:
-        raise UsageError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}")
     traces_in = (read_trace(p) for p in expand_traces(traces))
-    page = build_page(traces_in, Options(level=level, max_depth=max_depth), drop_tables=True)
+    page = build_page(traces_in, opts, drop_tables=True)
     path = write_html(output, render_html(page))
     a = page.analysis
     out.print(
@@ -238,51 +212,55 @@ def report(
 
 
 @app.command()
+@with_options(*FILTERS)
 def export(
     trace: TraceArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
     perfetto: Annotated[
         bool, typer.Option("--perfetto", help="Chrome JSON trace events (ui.perfetto.dev).")
     ] = False,
+    *,
+    opts: "Options",
 ) -> None:
     """Convert a trace for another viewer."""
     if not perfetto:
         raise UsageError("choose an export format: --perfetto")
     from lktrace.replay.perfetto import export_perfetto
 
-    n = export_perfetto(read_trace(trace), output, drop_table=True)
+    n = export_perfetto(read_trace(trace), output, drop_table=True, filters=opts)
     out.print(f"wrote {output}: {n:,} trace events")
 
 
 @app.command()
+@with_options(*JUDGING[1:])  # both graph levels, always
 def diff(
     old: Annotated[Path, typer.Argument(help="The old trace (or a folder of traces).")],
     new: Annotated[Path, typer.Argument(help="The new trace (or a folder of traces).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text, json or html.")] = "text",
-    max_depth: Annotated[int, typer.Option(help="Nesting depth above which it's an error.")] = 2,
-    max_cycles: Annotated[int, typer.Option(help="Stop listing cycles after this many.")] = 1000,
-    max_listed: Annotated[int, typer.Option(help="Text: entries shown per section (0: all).")] = 50,
+    fmt: Annotated[DiffFormat, typer.Option("--format", "-f", help="Output.")] = DiffFormat["text"],
+    max_listed: Annotated[
+        int, typer.Option(min=0, help="Text: entries shown per section (0: all).")
+    ] = 50,
+    *,
+    opts: "Options",
 ) -> None:
-    """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse)."""
-    from lktrace.replay.analyze import Options
+    """Compare lock behaviour between two kernels: better, worse or same (exit 1 if worse).
+
+    Both sides are replayed with the same filters, at both graph levels."""
     from lktrace.replay.diff import compare, sides
     from lktrace.replay.render_diff import render_diff
 
-    if fmt not in ("text", "json", "html"):
-        raise UsageError(f"--format must be text, json or html, not {fmt!r}")
-    opts = Options(max_depth=max_depth, max_cycles=max_cycles)
     files = [expand_traces([side]) for side in (old, new)]
     for p in files[1]:  # a bad new file fails before the old side is analysed
         read_meta(p)
     inputs = [(read_trace(p) for p in side) for side in files]
     a, b = sides(*inputs, opts, drop_tables=True)
     result = compare(a, b)
-    if fmt == "html":
+    if fmt.value == "html":
         from lktrace.replay.report import Page, diff_lines, render_diff_html
 
-        pages = Page(a.run, a.analysis, str(old)), Page(b.run, b.analysis, str(new))
+        pages = Page(a.state, a.analysis, str(old)), Page(b.state, b.analysis, str(new))
         typer.echo(render_diff_html(*pages, diff_lines(result)), nl=False)
-    elif fmt == "json":
+    elif fmt.value == "json":
         typer.echo(json.dumps({"writer": writer(), **result.to_dict()}, indent=2))
     else:
         render_diff(result, out, max_listed)
@@ -304,6 +282,9 @@ def simulate(
     inversions: Annotated[
         int | None, typer.Option(help="scale: lock pairs also taken in reverse order.")
     ] = None,
+    spread: Annotated[
+        int | None, typer.Option(help="scale: rank distance between a reversed pair's locks.")
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
 ) -> None:
     """Write a simulated trace of a kernel scenario (no kernel needed)."""
@@ -316,7 +297,13 @@ def simulate(
         return
     if scenario is None or output is None:
         raise UsageError("simulate needs a SCENARIO and -o FILE (or --list)")
-    given = {"events": events, "tasks": tasks, "locks": locks, "inversions": inversions}
+    given = {
+        "events": events,
+        "tasks": tasks,
+        "locks": locks,
+        "inversions": inversions,
+        "spread": spread,
+    }
     params = {k: v for k, v in given.items() if v is not None}
     try:
         path = run(scenario, output, seed, **params)
@@ -349,12 +336,24 @@ def demo(
     run_demo(out, scenario, output)
 
 
+#: The usage errors typer finds itself (bad choice, out of bounds, no such option), under
+#: whichever name this typer's click has for them.
+_CHECKED = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     """Entry point: runs the app, turning expected errors into one line and exit code 2."""
     try:
-        app(prog_name="lktrace")  # also under python -m: usage lines, completion scripts
+        # prog_name: also under python -m (usage lines, completion scripts)
+        code = app(prog_name="lktrace", standalone_mode=False)
+    except _CHECKED as e:
+        message = e.format_message()
+        # a command given no arguments answers with its help, which is not an error line
+        print(message if "\n" in message else f"lktrace: {message}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except (TraceError, UsageError, CollectorError) as e:
         print(f"lktrace: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

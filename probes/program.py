@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from importlib.resources import files
 
-from lktrace.collector.events import c_struct
+from lktrace.probes.record import c_struct
 from lktrace.probes.targets import Api, Role, Targets
 
 #: Fallback API names of the tracepoint program, by the FALLBACK_* index in contention.c.

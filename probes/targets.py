@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from lktrace.collector.kallsyms import Kallsyms
 from lktrace.probes.btf import Btf, BtfError
+from lktrace.probes.kallsyms import Kallsyms
 
 
 class Ret(IntEnum):

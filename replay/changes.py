@@ -15,9 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lktrace.replay.findings import Witness
-
-#: A call path: symbols without offsets, from the call site outward.
-CallPath = tuple[str, ...]
+from lktrace.replay.paths import CallPath
 
 
 @dataclass

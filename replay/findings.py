@@ -50,13 +50,52 @@ class Witness:
         return d
 
 
+#: An ordering is clearly the exception when each step of the other direction
+#: was seen at least this many times as often.
+MINORITY = 10
+
+
+@dataclass
+class Suspect:
+    """The ordering of a cycle that goes against the rest: the likely bug.
+
+    ``src -> dst`` was seen ``count`` times; the trusted orderings take them
+    the other way, along ``against`` (``dst ... src``, the shortest path) and
+    any other path: ``against_count`` occurrences (a maximum flow along them).
+    """
+
+    src: str
+    dst: str
+    count: int
+    against: list[str]
+    against_count: int
+
+    @property
+    def clear(self) -> bool:
+        """Whether this ordering is clearly the minority (else both are common)."""
+        return self.against_count >= MINORITY * self.count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.src,
+            "to": self.dst,
+            "count": self.count,
+            "against": {"path": self.against, "count": self.against_count},
+            "clear": self.clear,
+        }
+
+
 @dataclass
 class Inversion:
-    """A cycle in the lock-ordering graph, with one witness per edge."""
+    """One contradiction between lock orders: a suspect ordering and the cycles it closes.
+
+    Shown by its shortest cycle, ``cycle``, which starts where the suspect
+    ordering leads, so the suspect closes it: ``cycle[-1] -> cycle[0]``.
+    """
 
     level: str  # "class" or "instance"
     cycle: list[str]
-    edges: list[Witness]
+    edges: list[Witness]  # one per edge of ``cycle``: cycle[i] -> cycle[i + 1]
     same_task: bool  # every occurrence of every edge came from one task
     same_instances: bool  # the witnesses close the cycle on the very same locks
     tasks: list[dict[str, Any]]  # every task that took one of the edges
@@ -64,11 +103,18 @@ class Inversion:
     paths: list[list[Witness]] = field(default_factory=list)
     deadlocked: bool = False  # a deadlock in the trace closed this cycle
     gate: str | None = None  # a lock held on every occurrence of every edge
+    counts: list[int] = field(default_factory=list)  # per edge of ``cycle``: times seen
+    suspect: Suspect | None = None
+    #: every elementary cycle through the suspect found (``cycle`` first), each
+    #: starting where the suspect leads; ``cycles_cut``: --max-cycles stopped the count
+    cycles: list[list[str]] = field(default_factory=list)
+    cycles_cut: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["edges"] = [w.to_dict() for w in self.edges]
         d["paths"] = [[w.to_dict() for w in ws] for ws in self.paths]
+        d["suspect"] = self.suspect.to_dict() if self.suspect else None
         if self.gate is None:
             del d["gate"]
         return d

@@ -69,19 +69,23 @@ class Graph:
     def __len__(self) -> int:
         return len(self.src)
 
-    def index(self) -> dict[tuple[int, int], int]:
-        """Map (src, dst) to the edge's index."""
-        return {
-            (int(s), int(d)): i for i, (s, d) in enumerate(zip(self.src, self.dst, strict=True))
-        }
+    def find(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """The index of each edge ``src[i] -> dst[i]``, -1 where the graph lacks it."""
+        width = max(len(self.labels), 1)
+        keys = self.src * width + self.dst  # sorted: edges are built in key order
+        want = np.asarray(src, np.int64) * width + np.asarray(dst, np.int64)
+        if not len(keys):
+            return np.full(len(want), -1, np.int64)
+        at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        return np.where(keys[at] == want, at, -1)
 
-    def adjacency(self) -> dict[int, list[int]]:
-        adj: dict[int, list[int]] = {}
-        for s, d in zip(self.src.tolist(), self.dst.tolist(), strict=True):
-            adj.setdefault(s, []).append(d)
-        return adj
+    @property
+    def first_pairs(self) -> np.ndarray:
+        """Per edge, its first occurrence (an ordering pair): the edge's first witness."""
+        return self.occurrences[self.first]
 
     def edge_occurrences(self, edge: int) -> np.ndarray:
+        """Ordering pairs of ``edge``, earliest first."""
         return self.occurrences[self.first[edge] : self.first[edge] + self.count[edge]]
 
 

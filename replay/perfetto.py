@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lktrace.replay.events import RELEASED, Events, load_events
-from lktrace.replay.holds import Replay, pair
+from lktrace.replay.events import RELEASED, Events
+from lktrace.replay.holds import Replay
+from lktrace.replay.state import Filters, replay
 from lktrace.trace import Trace, TraceError
 from lktrace.version import writer_metadata
 
@@ -81,13 +82,16 @@ class _Tracks:
         self.overlaps = ok & (e[parent] > s) & (e > e[parent])
 
 
-def export_perfetto(trace: Trace, out: str | Path, drop_table: bool = False) -> int:
-    """Write ``trace`` as a JSON trace-event file; returns the number of events written.
+def export_perfetto(
+    trace: Trace, out: str | Path, drop_table: bool = False, filters: Filters | None = None
+) -> int:
+    """Write ``trace`` (what ``filters`` select of it) as a JSON trace-event file;
+    returns the number of events written.
 
     ``drop_table`` empties ``trace.table`` once loaded, to save memory.
     """
-    ev = load_events([trace], drop_table)
-    rp = pair(ev)
+    state = replay([trace], filters, drop_table)
+    ev, rp = state.events, state.replay
     out = Path(out)
     try:
         f = out.open("wb")

@@ -92,6 +92,44 @@ def lock_label(lock_class: str, lock_name: str) -> str:
     return lock_class if lock_class == lock_name else f"{lock_class} {lock_name}"
 
 
+def times(n: int) -> str:
+    return "once" if n == 1 else f"{fmt_count(n)} times"
+
+
+def cycle_text(cycle: list[str], arrow: str = " -> ") -> str:
+    """``A -> B -> A``: a cycle written out, back to its start."""
+    return arrow.join([*cycle, cycle[0]])
+
+
+def headline(inv: Inversion, arrow: str = " -> ") -> str:
+    """An inversion's first line: the suspect ordering and how often each direction was seen."""
+    s = inv.suspect
+    if s is None:
+        return cycle_text(inv.cycle, arrow)
+    rule = arrow.join(s.against)
+    steps = " along its paths" if len(s.against) > 2 else ""
+    if s.clear:
+        return (
+            f"{s.src}{arrow}{s.dst} seen {times(s.count)}, against {rule} "
+            f"seen {times(s.against_count)}{steps}"
+        )
+    return (
+        f"{s.src}{arrow}{s.dst} seen {times(s.count)} and {rule} {times(s.against_count)}"
+        f"{steps}: neither order is clearly the exception"
+    )
+
+
+def longer_cycles(inv: Inversion) -> str:
+    """How many more cycles the suspect closes, or "" when none."""
+    more = len(inv.cycles) - 1
+    if more <= 0:
+        return ""
+    stopped = " (--max-cycles stopped the count)" if inv.cycles_cut else ""
+    return (
+        f"{'at least ' if stopped else ''}{more} more cycle(s) through the same ordering{stopped}"
+    )
+
+
 def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> None:
     tags = [inv.level]
     if inv.deadlocked:
@@ -100,9 +138,15 @@ def _inversion(console: Console, title: str, inv: Inversion, several: bool) -> N
         tags.append("one task only")
     if not inv.same_instances:
         tags.append("seen only across different instances")
-    arrow = " -> ".join(escape(c) for c in [*inv.cycle, inv.cycle[0]])
     style = "bold green" if inv.gate else "bold red"
-    console.print(f"\n[{style}]{title}[/]: {arrow}  ({', '.join(tags)})")
+    console.print(f"\n[{style}]{title}[/]: {escape(headline(inv))}  ({', '.join(tags)})")
+    seen = ", ".join(fmt_count(n) for n in inv.counts)
+    console.print(
+        f"  cycle: {escape(cycle_text(inv.cycle))}" + (f"  (seen {seen})" if seen else "")
+    )
+    more = longer_cycles(inv)
+    if more:
+        console.print(f"  {escape(more)}, listed by --format json")
     if inv.gate:
         console.print(
             f"  every edge was taken holding [bold]{escape(inv.gate)}[/]: cannot deadlock"

@@ -18,7 +18,7 @@ from html import escape
 import numpy as np
 
 from lktrace.console import fmt_ns
-from lktrace.replay.analyze import Run
+from lktrace.replay.state import ReplayState
 
 GUTTER = 150  # task labels
 PLOT_W = 760
@@ -41,16 +41,16 @@ class Mark:
 
 
 class Timelines:
-    """Indexes a :class:`Run` once so each finding's timeline is cheap to cut out."""
+    """Indexes a :class:`ReplayState` once so each finding's timeline is cheap to cut out."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        ev, h = run.ev, run.rp.holds
+    def __init__(self, state: ReplayState) -> None:
+        self.state = state
+        ev, h = state.events, state.holds
         self.by_task = np.argsort(h.task, kind="stable")
         self.bounds = np.searchsorted(h.task[self.by_task], np.arange(len(ev.tasks) + 1))
         self.file_start = np.full(len(ev.traces), np.iinfo(np.int64).max)
         np.minimum.at(self.file_start, ev.file, ev.ts)
-        self.pending = {int(ev.task[p]): int(p) for p in run.rp.pending}
+        self.pending = {int(ev.task[p]): int(p) for p in state.replay.pending}
         paths = [str(t.path) for t in ev.traces]
         self.task_index = {
             (paths[f], int(tid)): i
@@ -62,7 +62,7 @@ class Timelines:
         return self.task_index.get((file, tid))
 
     def file_of(self, task: int) -> int:
-        return int(self.run.ev.tasks["file"].iat[task])
+        return int(self.state.events.tasks["file"].iat[task])
 
     def rel(self, task: int, ts: int) -> int:
         """``ts`` as time since the start of ``task``'s trace."""
@@ -73,13 +73,13 @@ class Timelines:
 
     def around(self, task: int, ts: int) -> tuple[int, int]:
         """The span (relative) of the holds and waits of ``task`` going on at ``ts``."""
-        h = self.run.rp.holds
+        h = self.state.holds
         idx = self._holds(task)
         on = idx[(h.attempt_ts[idx] <= ts) & (h.released_ts[idx] >= ts)]
         lo = min([ts, *h.attempt_ts[on].tolist()])
         hi = max([ts, *h.released_ts[on].tolist()])
-        if task in self.pending and self.run.ev.ts[self.pending[task]] <= ts:
-            hi = max(hi, int(self.run.rp.file_end_ts[self.file_of(task)]))
+        if task in self.pending and self.state.events.ts[self.pending[task]] <= ts:
+            hi = max(hi, int(self.state.replay.file_end_ts[self.file_of(task)]))
         return self.rel(task, lo), self.rel(task, hi)
 
     def svg(
@@ -119,10 +119,10 @@ class Timelines:
         ]
         y = TOP
         for task, (lane_h, bars) in zip(tasks, lanes, strict=True):
-            row = self.run.ev.tasks.iloc[task]
+            row = self.state.events.tasks.iloc[task]
             label = escape(f"{row.comm}/{row.tid}")
-            if len(self.run.ev.traces) > 1:  # tids repeat across boots: name the trace
-                name = self.run.ev.traces[self.file_of(task)].path.name
+            if len(self.state.events.traces) > 1:  # tids repeat across boots: name the trace
+                name = self.state.events.traces[self.file_of(task)].path.name
                 label += f'<tspan x="8" dy="13" class="file">{escape(name)}</tspan>'
             out.append(
                 f'<g class="lane"><rect x="0" y="{y}" width="{width}" height="{lane_h}" '
@@ -161,7 +161,7 @@ class Timelines:
         return "\n".join(out)
 
     def _lane(self, task, segs, colour, max_bars) -> tuple[int, list[_Bar]]:
-        ev, h = self.run.ev, self.run.rp.holds
+        ev, h = self.state.events, self.state.holds
         base = int(self.file_start[self.file_of(task)])
         idx = self._holds(task)
         start, end = h.attempt_ts[idx] - base, h.released_ts[idx] - base
@@ -196,7 +196,7 @@ class Timelines:
         if task in self.pending:
             p = self.pending[task]
             a = int(ev.ts[p] - base)
-            end = int(self.run.rp.file_end_ts[ev.file[p]] - base)
+            end = int(self.state.replay.file_end_ts[ev.file[p]] - base)
             level = len([e for e in open_ends if e > a])
             lock = ev.names[ev.name[p]]
             c = colour(ev.classes[ev.cls[p]], lock)

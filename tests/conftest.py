@@ -1,13 +1,15 @@
-"""Shared test helpers: build small traces by hand."""
+"""Shared test helpers: build small traces by hand; draw with Graphviz or without."""
 
 from __future__ import annotations
 
+import shutil
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from lktrace.replay import dot
 from lktrace.trace import TraceMeta, write_trace
 
 # (tid, event, lock) or (tid, event, lock, api); lock is a name: "pci:..." names a
@@ -83,3 +85,13 @@ def locked(tid: int, lock: str, api: str = "mutex_lock") -> list[Row]:
 
 def unlocked(tid: int, lock: str, api: str = "mutex_unlock") -> list[Row]:
     return [(tid, "released", lock, api)]
+
+
+@pytest.fixture(params=["graphviz", "fallback"])
+def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Draw graphs with Graphviz, or with the pure-Python layout as if it were missing."""
+    if request.param == "graphviz" and shutil.which("dot") is None:
+        pytest.skip("Graphviz 'dot' is not installed")
+    if request.param == "fallback":
+        monkeypatch.setattr(dot.shutil, "which", lambda name: None)
+    return request.param

@@ -16,11 +16,12 @@ import pytest
 
 from lktrace.collector import output
 from lktrace.collector.errors import CollectorError
-from lktrace.collector.events import Decoder, c_struct, event_dtype
-from lktrace.collector.kallsyms import Kallsyms
+from lktrace.collector.events import Decoder
 from lktrace.collector.record import Recording, RecordRequest, prepare_output, recover
 from lktrace.collector.spool import read_spool, spool_path
 from lktrace.collector.synthetic import FUNCTIONS, STACKS, SyntheticSource, addr, kallsyms
+from lktrace.probes.kallsyms import Kallsyms
+from lktrace.probes.record import c_struct, event_dtype
 from lktrace.trace import TraceError, TraceMeta, read_trace
 from lktrace.version import writer
 

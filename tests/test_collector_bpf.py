@@ -16,10 +16,10 @@ import pytest
 from lktrace.collector import bpf
 from lktrace.collector.errors import CollectorError
 from lktrace.collector.events import Decoder
-from lktrace.collector.kallsyms import Kallsyms
 from lktrace.collector.spool import spool_path
 from lktrace.probes import program
 from lktrace.probes.btf import VMLINUX_BTF, Btf
+from lktrace.probes.kallsyms import Kallsyms
 from lktrace.probes.targets import LOCK_APIS, discover
 from lktrace.trace import Trace, read_trace
 from lktrace.version import writer

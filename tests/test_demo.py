@@ -20,7 +20,8 @@ def test_demo_finds_the_deadlock_and_its_inversion(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "DEADLOCK 1 (happened)" in text
-    assert "INVERSION 1: device_lock -> pci_rescan_remove_lock -> device_lock" in text
+    assert "INVERSION 1: device_lock -> pci_rescan_remove_lock seen once" in text
+    assert "cycle: pci_rescan_remove_lock -> device_lock -> pci_rescan_remove_lock" in text
     assert "Possible unsafe locking scenario" in text
     assert "remove_store" in text and "unbind_store" in text
     assert read_trace(kept).num_events > 0

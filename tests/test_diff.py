@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from lktrace.cli import app, expand_traces
 from lktrace.replay.analyze import Options
-from lktrace.replay.diff import call_path, diff
+from lktrace.replay.diff import diff
+from lktrace.replay.paths import call_path
 from lktrace.replay.render_diff import path_labels
 from lktrace.trace import StackTable, Trace, TraceMeta, frame_symbol, read_trace, write_trace
 

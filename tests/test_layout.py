@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import re
 
+import pytest
 from conftest import locked, unlocked
 
 from lktrace.replay.dot import Edge, LockGraph, lock_graph
-from lktrace.replay.layout import layered_svg
+from lktrace.replay.layout import LABEL_CHAR_W, layered_svg
 from lktrace.replay.report import build_page
 from lktrace.trace import read_trace
 
@@ -32,11 +33,16 @@ def graph() -> LockGraph:
     return LockGraph("class", labels, edges, {n: "inverted" for n in range(5)}, len(edges))
 
 
-def test_every_lock_and_edge_is_drawn_without_overlaps():
+@pytest.mark.parametrize("across", [False, True], ids=["top-down", "left-to-right"])
+def test_every_lock_and_edge_is_drawn_without_overlaps(across):
     g = graph()
-    svg = layered_svg(g, "t")
+    svg = layered_svg(g, "t", across)
     rects = {m[1]: tuple(float(v) for v in m.groups()[1:]) for m in RECT.finditer(svg)}
     assert set(rects) == set(g.labels.values())
+    # edge labels as boxes too: LABEL_CHAR_W per glyph, from the baseline up 9 px
+    for m in re.finditer(r'<text class="elabel" x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)<', svg):
+        x, y = float(m[1]), float(m[2])
+        rects[m[3]] = (x, y - 9, LABEL_CHAR_W * len(m[3]), 11)
     for (a, (x1, y1, w1, h1)), (b, (x2, y2, w2, h2)) in itertools.combinations(rects.items(), 2):
         apart = x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1
         assert apart, f"{a} overlaps {b}"
@@ -54,6 +60,9 @@ def test_cycles_are_drawn_top_down_with_one_edge_back_up():
     svg = layered_svg(graph(), "t")
     y = {m[1]: float(m[3]) for m in RECT.finditer(svg)}
     assert y["A"] < y["B"] < y["C"]  # the 3-cycle is ranked, its closing edge goes up
+    svg = layered_svg(graph(), "t", across=True)
+    x = {m[1]: float(m[2]) for m in RECT.finditer(svg)}
+    assert x["A"] < x["B"] < x["C"]  # or left to right
 
 
 def test_trimmed_graph_keeps_inversions_first(make_trace):
@@ -64,7 +73,7 @@ def test_trimmed_graph_keeps_inversions_first(make_trace):
     rows += locked(2, "X") + locked(2, "Y") + unlocked(2, "Y") + unlocked(2, "X")
     rows += locked(3, "Y") + locked(3, "X") + unlocked(3, "X") + unlocked(3, "Y")
     page = build_page([read_trace(make_trace(rows))])
-    g = lock_graph(page.run, page.analysis, "class", max_edges=3)
+    g = lock_graph(page.state, page.analysis, "class", max_edges=3)
     assert g.total_edges == 14 and len(g.edges) == 3
     kept = {(g.labels[e.src], g.labels[e.dst]) for e in g.edges}
     assert {("X", "Y"), ("Y", "X")} <= kept

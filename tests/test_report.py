@@ -6,30 +6,24 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from browser import chromium, console_errors, needs_chromium
 from conftest import build_columns, locked, unlocked
 from typer.testing import CliRunner
 
 from lktrace.cli import app
 from lktrace.replay import dot
 from lktrace.replay.analyze import Options
+from lktrace.replay.cards import MAX_CARDS
 from lktrace.replay.dot import function
-from lktrace.replay.report import (
-    MAX_CARDS,
-    build_page,
-    finding_key,
-    render_diff_html,
-    render_html,
-    write_html,
-)
+from lktrace.replay.figures import MAX_GRAPH_EDGES
+from lktrace.replay.identity import finding_identity
+from lktrace.replay.report import build_page, render_diff_html, render_html, write_html
 from lktrace.replay.timeline import segments
 from lktrace.sim import simulate
 from lktrace.trace import TraceMeta, read_trace, write_trace
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 RED = (0xC6, 0x28, 0x28)
 
 
@@ -37,16 +31,6 @@ def page_of(tmp_path, scenario, **opts):
     return build_page(
         [read_trace(simulate(scenario, tmp_path / f"{scenario}.parquet"))], Options(**opts)
     )
-
-
-@pytest.fixture(params=["graphviz", "fallback"])
-def renderer(request, monkeypatch):
-    """Draw the graph with Graphviz, or with the pure-Python layout as if it were missing."""
-    if request.param == "graphviz" and shutil.which("dot") is None:
-        pytest.skip("Graphviz 'dot' is not installed")
-    if request.param == "fallback":
-        monkeypatch.setattr(dot.shutil, "which", lambda name: None)
-    return request.param
 
 
 # -- the page as text ---------------------------------------------------------
@@ -122,7 +106,9 @@ def test_big_trace_gives_a_small_page(tmp_path):
     assert len(html) < 1_500_000
     assert html.count("<article ") == MAX_CARDS
     assert "Further findings, without timelines" in html
-    assert "edges)" in html  # the graph was trimmed around the cycles
+    # the whole graph was trimmed around the cycles; each finding drawn has its own figure
+    assert f"orderings, {MAX_GRAPH_EDGES} shown</summary>" in html
+    assert html.count('<figure class="cycle">') == MAX_CARDS
 
 
 def test_cli_report(make_trace, tmp_path):
@@ -140,8 +126,8 @@ def test_diff_page_marks_gone_new_and_kept(tmp_path):
     html = render_diff_html(stock, patched, ["verdict: better"])
     assert "<p>verdict: better</p>" in html
     assert html.count('<section class="column">') == 2
-    gone = {finding_key(f) for f in stock.analysis.deadlocks}
-    assert gone and not gone & {finding_key(f) for f in patched.analysis.deadlocks}
+    gone = {finding_identity(f) for f in stock.analysis.deadlocks}
+    assert gone and not gone & {finding_identity(f) for f in patched.analysis.deadlocks}
     assert re.search(r"Deadlock 1 \(happened\).*?badge gone", html)
     assert re.search(r"reentrant: .*?badge new", html)
     # the class-level rescan/device_lock inversion is in both (the hotplug path keeps it)
@@ -155,12 +141,13 @@ def test_diff_page_marks_gone_new_and_kept(tmp_path):
 MEASURE = """<script>
 (function () {
   var out = {graphs: [], timelines: []};
+  document.querySelectorAll("details.whole").forEach(function (d) { d.open = true; });
   document.querySelectorAll("svg.lockgraph").forEach(function (s) {
-    var r = s.getBoundingClientRect();
+    var r = s.getBoundingClientRect(), whole = !!s.closest("details.whole");
     var texts = Array.prototype.map.call(s.querySelectorAll("text"), function (t) {
       var b = t.getBBox(); return [t.textContent.trim(), b.width > 0 && b.height > 0];
     });
-    out.graphs.push({rect: [r.left, r.top, r.width, r.height], texts: texts});
+    out.graphs.push({rect: [r.left, r.top, r.width, r.height], texts: texts, whole: whole});
   });
   document.querySelectorAll("svg.timeline").forEach(function (s) {
     var r = s.getBoundingClientRect();
@@ -173,33 +160,6 @@ MEASURE = """<script>
   document.body.appendChild(pre);
 })();
 </script>"""
-
-
-def chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--enable-logging=stderr",
-            "--v=0",
-            *args,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def console_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
 @needs_chromium
@@ -237,15 +197,18 @@ def test_screenshot_shows_graph_and_timeline(tmp_path, renderer):
     path = write_html(tmp_path / "r.html", html)
     dom = chromium(tmp_path, path.as_uri(), "--window-size=1200,3000", "--dump-dom")
     measure = json.loads(re.search(r'<pre id="measure">(.*?)</pre>', dom.stdout).group(1))
-    [graph] = measure["graphs"]
-    drawn = {text for text, visible in graph["texts"] if visible}
-    assert set(page.analysis.inversions[0].cycle) <= drawn
+    [graph] = [g for g in measure["graphs"] if g["whole"]]
+    cycles = [g for g in measure["graphs"] if not g["whole"]]
+    assert len(cycles) == 2  # the deadlock's and the inversion's own figures
+    for g in [graph, cycles[1]]:
+        drawn = {text for text, visible in g["texts"] if visible}
+        assert set(page.analysis.inversions[0].cycle) <= drawn
     assert len(measure["timelines"]) == 2 and all(t["bars"] >= 4 for t in measure["timelines"])
 
     shot = tmp_path / "shot.png"
     chromium(tmp_path, path.as_uri(), "--window-size=1200,3000", f"--screenshot={shot}")
     img = image.open(shot).convert("RGB")
-    for box in [graph["rect"], measure["timelines"][0]["rect"]]:
+    for box in [graph["rect"], cycles[1]["rect"], measure["timelines"][0]["rect"]]:
         left, top, width, height = (int(v) for v in box)
         assert width > 100 and height > 50
         crop = img.crop((left, top, left + width, top + height))
@@ -301,7 +264,7 @@ def test_awkward_lock_names_are_escaped(make_trace, tmp_path):
     rows = locked(1, "A") + locked(1, odd) + unlocked(1, odd) + unlocked(1, "A")
     rows += locked(2, odd) + locked(2, "A") + unlocked(2, "A") + unlocked(2, odd)
     page = build_page([read_trace(make_trace(rows))])
-    text = dot.to_dot(dot.lock_graph(page.run, page.analysis, "class"))
+    text = dot.to_dot(dot.lock_graph(page.state, page.analysis, "class"))
     proc = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0 and "q&quot;&lt;b&gt;&amp;\\x" in proc.stdout
     html = render_html(page)
@@ -331,6 +294,8 @@ def test_instance_graph_for_device_lock_cycles(make_trace):
     rows += locked(2, vf) + locked(2, pf) + unlocked(2, pf) + unlocked(2, vf)
     html = render_html(build_page([read_trace(make_trace(rows, probes=["mutex_lock"]))]))
     assert "No class ordering edges." in html  # no device_lock self-loop
-    [figure] = re.findall(r'<figure class="graph">.*?</figure>', html, re.S)
+    [figure] = re.findall(r'<figure class="graph whole">.*?</figure>', html, re.S)
     assert "instance graph" in figure and f">{pf}</text>" in figure and f">{vf}</text>" in figure
+    [own] = re.findall(r'<figure class="cycle">.*?</figure>', html, re.S)
+    assert f">{pf}</text>" in own and f">{vf}</text>" in own and "(instance graph)" in own
     assert "<th>probes</th><td>mutex_lock</td>" in html

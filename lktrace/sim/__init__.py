@@ -39,9 +39,9 @@ def _registry() -> dict[str, Scenario]:
     found["scale"] = Scenario(
         "scale",
         "N tasks, M locks, E events in one global lock order plus K injected inversions "
-        "(numpy; for benchmarks)",
+        "between locks SPREAD ranks apart (numpy; for benchmarks)",
         write_scale,
-        ("events", "tasks", "locks", "inversions"),
+        ("events", "tasks", "locks", "inversions", "spread"),
     )
     return found
 

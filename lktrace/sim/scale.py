@@ -4,10 +4,12 @@ N tasks take M mutexes in critical sections one to four deep, always in one
 global order (the lock's index is its rank), with some trylocks,
 interruptible and killable locks, some releases out of LIFO order and, now
 and then, another task's trylock failing on a held lock.  K inversions are
-injected: for each, one task takes locks ``a`` then ``a+1`` and another task
-takes them the other way round.  Rank neighbours are used so that each
-injected pair closes exactly one cycle at both the instance and the class
-level.  A contiguous tenth of the locks are PCI device locks (class
+injected: for each, one task takes locks ``a`` then ``a+spread`` and
+another task takes them the other way round.  With rank neighbours (spread
+1, the default) each injected pair closes exactly one cycle at both the
+instance and the class level; further apart, the one reversed ordering
+closes a cycle with every chain of ordered locks between the two, as one
+bug does in a real trace.  A contiguous tenth of the locks are PCI device locks (class
 ``device_lock``), so ``device_lock`` stays one class node between the others.
 
 Critical sections do not overlap in time, so every ``attempt`` but the
@@ -58,7 +60,9 @@ _COMMS = ("kworker/u8:{}", "fio", "postgres", "nginx", "qemu-system-x86", "conta
 class Scale:
     """The fixed part of a scale trace: locks, tasks, dictionaries and stacks."""
 
-    def __init__(self, rng: np.random.Generator, tasks: int, locks: int, inversions: int) -> None:
+    def __init__(
+        self, rng: np.random.Generator, tasks: int, locks: int, inversions: int, spread: int = 1
+    ) -> None:
         self.tasks, self.locks = tasks, locks
         idx = np.arange(locks)
         dev_lo, dev_hi = int(locks * 0.45), int(locks * 0.55)
@@ -89,7 +93,7 @@ class Scale:
         ]
         self.is_dev = is_dev
         self._tasks(rng)
-        self.pairs = self._pairs(rng, inversions)
+        self.pairs = self._pairs(rng, inversions, spread)
 
     def _tasks(self, rng: np.random.Generator) -> None:
         sizes = []
@@ -109,15 +113,18 @@ class Scale:
         self.comms = pa.array(list(names))
         self.cpu = rng.integers(0, 8, self.tasks).astype(np.int32)
 
-    def _pairs(self, rng: np.random.Generator, k: int) -> np.ndarray:
-        """``k`` disjoint rank neighbours ``(a, a+1)``, both plain mutexes."""
-        starts = np.flatnonzero(~self.is_dev[:-1] & ~self.is_dev[1:])
-        # Take every other candidate so that no two pairs share a lock.
-        starts = starts[::2]
+    def _pairs(self, rng: np.random.Generator, k: int, spread: int) -> np.ndarray:
+        """``k`` disjoint lock pairs ``(a, a+spread)``, both plain mutexes."""
+        plain = ~self.is_dev[:-spread] & ~self.is_dev[spread:]
+        if spread == 1:
+            # Take every other candidate so that no two pairs share a lock.
+            starts = np.flatnonzero(plain)[::2]
+        else:  # a in the lower half of its 2*spread block: a+spread is in the upper half
+            starts = np.flatnonzero(plain & (np.arange(len(plain)) % (2 * spread) < spread))
         if k > len(starts):
             raise ValueError(f"{self.locks} locks allow at most {len(starts)} inversions")
         a = np.sort(rng.choice(starts, size=k, replace=False))
-        return np.stack([a, a + 1], axis=1)
+        return np.stack([a, a + spread], axis=1)
 
 
 def _sections(rng: np.random.Generator, s: Scale, n: int) -> dict[str, np.ndarray]:
@@ -266,15 +273,18 @@ def write_scale(
     tasks: int = 64,
     locks: int = 512,
     inversions: int = 2,
+    spread: int = 1,
 ) -> Path:
     """Generate the scale trace into ``path``, one row group per chunk of events."""
     if tasks < 2:
         raise ValueError("needs at least 2 tasks")
     if not 8 <= locks <= MAX_LOCKS:
         raise ValueError(f"takes 8 to {MAX_LOCKS} locks")
+    if not 1 <= spread < locks:
+        raise ValueError(f"--spread must be from 1 to {locks - 1} (the locks' ranks)")
     if inversions < 0 or events < 64 + 28 * inversions:
         raise ValueError(f"{inversions} inversions need at least {64 + 28 * inversions} events")
-    s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions)
+    s = Scale(np.random.default_rng([seed, 1 << 32]), tasks, locks, inversions, spread)
     t = BOOT_NS + (seed % 997) * 7_000_000
     with TraceWriter(path, row_group_size=CHUNK) as w:
         for chunk, start in enumerate(range(0, events, CHUNK)):
