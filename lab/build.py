@@ -10,6 +10,7 @@ matches, so a second build of the same kernel only checks stamps.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -22,13 +23,24 @@ from pathlib import Path
 
 import tomllib
 
+from lab import archive, kernels
 from lab.kernels import Kernel
-from lab.shell import APT_ENV, LabError, apt, apt_update_if_empty, cached, log, run, timed
+from lab.shell import (
+    APT_ENV,
+    CACHE,
+    LAB,
+    LabError,
+    apt,
+    apt_update_if_empty,
+    cached,
+    log,
+    run,
+    timed,
+)
 
-LAB = Path(__file__).resolve().parent
 REPO = LAB.parent
-CACHE = LAB / "cache"
 SUITE = "bookworm"
+QEMU_SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 SOURCES = f"""\
 deb {MIRROR} {SUITE} main
@@ -36,9 +48,9 @@ deb {MIRROR} {SUITE}-updates main
 deb http://deb.debian.org/debian-security {SUITE}-security main
 """
 
-#: Host tools, by the command that shows they are there and the package with it.
+#: Host tools, by the command that shows they are there and the package with it
+#: (QEMU is trixie's, in a root of its own: see qemu_root()).
 HOST_TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
     "debootstrap": "debootstrap",
     "busybox": "busybox-static",
     "cpio": "cpio",
@@ -59,6 +71,10 @@ GUEST_PACKAGES = [
 ]
 #: Modules the initramfs loads to mount the root disk (the rest load from it).
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"]
+#: Loaded where the kernel has them: ext4 asked the crypto API for crc32c (no
+#: modules.dep link) until it called the crc32c library directly (v6.15; 6.18
+#: has crc32c-cryptoapi, and nothing needs it).
+INITRAMFS_OPTIONAL = frozenset({"crc32c_generic"})
 #: Bump when base_rootfs() changes how it builds, so cached bases are rebuilt.
 BASE_RECIPE = 2
 VENV = "/opt/lktrace"
@@ -78,7 +94,11 @@ class Lab:
 
     @property
     def vmlinuz(self) -> Path:
-        return self.dir / "kernel" / "boot" / f"vmlinuz-{self.kernel.abi}"
+        """/boot/vmlinuz-V, or /usr/lib/modules/V/vmlinuz in 7.x's linux-binary-V."""
+        boot = self.dir / "kernel" / "boot" / f"vmlinuz-{self.kernel.abi}"
+        return (
+            boot if boot.exists() else self.dir / "kernel/lib/modules" / self.kernel.abi / "vmlinuz"
+        )
 
     @property
     def initramfs(self) -> Path:
@@ -151,13 +171,14 @@ def wheels(timings: dict[str, float]) -> tuple[Path, str]:
 
 
 @contextmanager
-def chroot_mounts(root: Path) -> Iterator[None]:
-    """/proc, /sys and /dev inside ``root`` for apt and make, unmounted however we leave."""
+def chroot_mounts(root: Path, binds: tuple[Path, ...] = ()) -> Iterator[None]:
+    """/proc, /sys, /dev and ``binds`` (same paths) inside ``root``, unmounted however we leave."""
     mounted: list[Path] = []
+    dirs = [("/proc", "proc"), ("/sys", "sysfs"), ("/dev", None)]
     try:
-        for src, fstype in (("/proc", "proc"), ("/sys", "sysfs"), ("/dev", None)):
+        for src, fstype in dirs + [(str(b), None) for b in binds]:
             target = root / src.lstrip("/")
-            target.mkdir(exist_ok=True)
+            target.mkdir(parents=True, exist_ok=True)
             run(["mount", "--bind", src, target] if fstype is None else
                 ["mount", "-t", fstype, fstype, target])  # fmt: skip
             mounted.append(target)
@@ -202,8 +223,27 @@ def base_rootfs(timings: dict[str, float]) -> tuple[Path, str]:
     return root, key
 
 
+def qemu_root(timings: dict[str, float]) -> Path:
+    """trixie (minbase) with its QEMU 10, which the guests run under (chrooted in it).
+
+    bookworm's QEMU 7.2 has no ``igb`` device (QEMU 8.0 added it), the SR-IOV PF
+    the kernel matrix is compared on.
+    """
+    root = CACHE / f"qemu-{QEMU_SUITE}"
+    key = f"{QEMU_SUITE} {MIRROR} qemu-system-x86"
+
+    def build() -> None:
+        remove_tree(root)
+        with timed("qemu: debootstrap", timings):
+            run(["debootstrap", "--variant=minbase", "--include=qemu-system-x86", QEMU_SUITE,
+                 root, MIRROR], retries=3)  # fmt: skip
+
+    cached(CACHE / f"qemu-{QEMU_SUITE}.stamp", key, build)
+    return root
+
+
 def kernel_package(lab: Lab) -> None:
-    """Download and unpack the kernel package, and index its modules."""
+    """Download and unpack the kernel's packages (lab/archive.py), and index its modules."""
 
     def build() -> None:
         dest = lab.dir / "kernel"
@@ -212,25 +252,34 @@ def kernel_package(lab: Lab) -> None:
             timed("kernel: download and unpack", lab.timings),
             tempfile.TemporaryDirectory() as tmp,
         ):
-            apt_update_if_empty()
-            run(["apt-get", "-q", "download", lab.kernel.image_package], cwd=Path(tmp), retries=3)
-            (deb,) = Path(tmp).glob("*.deb")
-            run(["dpkg-deb", "-x", deb, dest])
+            for package in lab.kernel.packages:
+                run(["dpkg-deb", "-x", archive.download(package, Path(tmp)), dest])
+            # trixie's later kernels install their modules under /usr (merged /usr)
+            usr_modules = dest / "usr/lib/modules"
+            if usr_modules.is_dir():
+                (dest / "lib").mkdir(exist_ok=True)
+                usr_modules.rename(dest / "lib/modules")
             run(["depmod", "-b", dest, lab.kernel.abi])
 
-    cached(lab.dir / "kernel.stamp", lab.kernel.abi, build)
+    cached(lab.dir / "kernel.stamp", f"{lab.kernel.abi} {lab.kernel.packages}", build)
 
 
-def module_closure(modules_dir: Path, names: list[str]) -> list[Path]:
-    """The module files ``names`` need, dependencies first; built-in ones are skipped."""
+def module_closure(
+    modules_dir: Path, names: list[str], optional: frozenset[str] = frozenset()
+) -> list[Path]:
+    """The module files ``names`` need, dependencies first; built-in ones (and absent
+    ``optional`` ones) are skipped."""
     deps: dict[str, list[str]] = {}
     for line in (modules_dir / "modules.dep").read_text().splitlines():
         target, _, rest = line.partition(":")
         deps[target] = rest.split()
     by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    listed = modules_dir / "modules.builtin"
+    if not listed.exists():  # 7.x packages ship only modules.builtin.bin: trust modules.dep
+        optional = optional | {n for n in names if n not in by_name}
     builtin = {
         Path(p).name.split(".ko")[0].replace("-", "_")
-        for p in (modules_dir / "modules.builtin").read_text().split()
+        for p in (listed.read_text().split() if listed.exists() else [])
     }
     order: list[str] = []
 
@@ -244,7 +293,7 @@ def module_closure(modules_dir: Path, names: list[str]) -> list[Path]:
     for name in names:
         if name in by_name:
             visit(by_name[name])
-        elif name not in builtin:
+        elif name not in builtin and name not in optional:
             raise LabError(f"module {name} is neither built in nor in {modules_dir}")
     return [modules_dir / p for p in order]
 
@@ -265,7 +314,7 @@ def initramfs(lab: Lab) -> None:
             mods.mkdir()
             moddir = lab.dir / "kernel/lib/modules" / lab.kernel.abi
             load = []
-            for i, ko in enumerate(module_closure(moddir, INITRAMFS_MODULES)):
+            for i, ko in enumerate(module_closure(moddir, INITRAMFS_MODULES, INITRAMFS_OPTIONAL)):
                 out = mods / f"{i:02d}-{ko.name.removesuffix('.xz')}"
                 if ko.name.endswith(".xz"):
                     out.write_bytes(subprocess.run(["xz", "-dc", ko], capture_output=True,
@@ -288,7 +337,8 @@ def initramfs(lab: Lab) -> None:
 
 def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str) -> str:
     """The kernel's root file system: base + headers, modules, lkpf, the lktrace venv."""
-    key = f"{lab.kernel.abi} | {base_key} | {wheel_key} | {_digest(LAB / 'module')}"
+    headers = headers_package(lab.kernel)
+    key = f"{lab.kernel.abi} {headers} | {base_key} | {wheel_key} | {_digest(LAB / 'module')}"
 
     def build() -> None:
         root = lab.rootfs
@@ -299,14 +349,16 @@ def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str)
         with chroot_mounts(root):
             with timed("rootfs: kernel headers", lab.timings):
                 chroot_apt(root, "update")
-                chroot_apt(root, "install", "-y", "--no-install-recommends",
-                           lab.kernel.headers_package)  # fmt: skip
+                chroot_apt(root, "install", "-y", "--no-install-recommends", headers)
+            (root / f"lib/modules/{abi}").mkdir(parents=True, exist_ok=True)
             run(["cp", "-a", f"{lab.dir}/kernel/lib/modules/{abi}/.", f"{root}/lib/modules/{abi}/"])
             chroot(root, "depmod", abi)
-            with timed("rootfs: build lkpf", lab.timings):
-                shutil.copytree(LAB / "module", root / "lab/module")
-                chroot(root, "make", "-s", "-C", f"/lib/modules/{abi}/build", "M=/lab/module",
-                       "modules")  # fmt: skip
+            # lkpf needs the kernel's own headers: only bookworm's kernels have them here.
+            if lab.kernel.bookworm:
+                with timed("rootfs: build lkpf", lab.timings):
+                    shutil.copytree(LAB / "module", root / "lab/module")
+                    chroot(root, "make", "-s", "-C", f"/lib/modules/{abi}/build",
+                           "M=/lab/module", "modules")  # fmt: skip
             with timed("rootfs: lktrace venv", lab.timings):
                 shutil.copytree(wheel_dir, root / "tmp/wheels")
                 chroot(root, "python3", "-m", "venv", "--system-site-packages", VENV)
@@ -326,6 +378,16 @@ def rootfs(lab: Lab, base: Path, base_key: str, wheel_dir: Path, wheel_key: str)
     return key
 
 
+def headers_package(kernel: Kernel) -> str:
+    """The headers BCC compiles with in the guest: the kernel's own, where bookworm has them.
+
+    The archive has no headers for most of trixie's kernels, and later ones need
+    trixie's toolchain; lktrace takes struct offsets from BTF, so bookworm's newest
+    6.12 headers do for the generic definitions.
+    """
+    return kernel.headers_package if kernel.bookworm else kernels.resolve("6.12").headers_package
+
+
 def image(lab: Lab, rootfs_key: str) -> None:
     """The ext4 disk image of the root file system (``mkfs.ext4 -d``: no loop device).
 
@@ -334,6 +396,7 @@ def image(lab: Lab, rootfs_key: str) -> None:
     init = LAB / "guest" / "rootfs-init"
 
     def build() -> None:
+        (lab.rootfs / "lab").mkdir(exist_ok=True)
         shutil.copy(init, lab.rootfs / "lab/init")
         (lab.rootfs / "lab/init").chmod(0o755)
         with timed("rootfs image", lab.timings):
@@ -346,14 +409,24 @@ def image(lab: Lab, rootfs_key: str) -> None:
     cached(lab.dir / "image.stamp", f"{rootfs_key} | {_digest(init)}", build)
 
 
+@contextmanager
+def build_lock() -> Iterator[None]:
+    """One builder at a time on the cache (CI builds ahead while other tests run)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "build.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def build(kernel: Kernel) -> Lab:
     """Build (or find cached) everything needed to boot ``kernel`` in the lab."""
     lab = Lab(kernel)
     lab.dir.mkdir(parents=True, exist_ok=True)
-    with timed(f"build {kernel.abi}", lab.timings):
+    with build_lock(), timed(f"build {kernel.abi}", lab.timings):
         ensure_host_tools()
         wheel_dir, wheel_key = wheels(lab.timings)
         base, base_key = base_rootfs(lab.timings)
+        qemu_root(lab.timings)
         kernel_package(lab)
         initramfs(lab)
         image(lab, rootfs(lab, base, base_key, wheel_dir, wheel_key))

@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+LAB = Path(__file__).resolve().parent
+#: Everything the lab builds, downloads and records (git-ignored).
+CACHE = LAB / "cache"
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
 
 

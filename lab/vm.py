@@ -1,9 +1,11 @@
-"""Booting a lab kernel under QEMU (TCG) with an SR-IOV NVMe device and a 9p share.
+"""Booting a lab kernel under QEMU (TCG) with two SR-IOV PFs and a 9p share.
 
-The host prepares the share (job, guest scripts, the checkout's lktrace),
-boots the guest with the root disk in snapshot mode (runs never change the
-image), and waits for it to power off or reboot, which ends QEMU
-(``-no-reboot``).  The console goes to ``console.log`` in the share.
+QEMU is trixie's, run chrooted in the lab's trixie root (lab/build.py) with
+the lab cache bound at its own path inside it.  The host prepares the share
+(job, guest scripts, the checkout's lktrace), boots the guest with the root
+disk in snapshot mode (runs never change the image), and waits for it to
+power off or reboot, which ends QEMU (``-no-reboot``).  The console goes to
+``console.log`` in the share.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from lab.build import CACHE, LAB, REPO, Lab
+from lab.build import CACHE, LAB, QEMU_SUITE, REPO, Lab, chroot_mounts
 from lab.shell import LabError, log, run
 
 #: The machine the issue's facts were established on: /dev/kvm is unusable here.
@@ -31,6 +33,11 @@ SRIOV_NVME = [
     "sriov_vq_flexible=4,sriov_vi_flexible=2,max_ioqpairs=6,msix_qsize=4",
     "-device", "nvme-ns,drive=nvm,nsid=1",
 ]  # fmt: skip
+#: QEMU's Intel 82576 (8086:10c9, 7 VFs) behind a root port of its own: the PF that
+#: every kernel drives with its in-tree igb, so that traces compare across kernels.
+SRIOV_IGB = ["-device", "pcie-root-port,id=rp2,chassis=2,slot=2", "-device", "igb,bus=rp2"]
+#: Seconds a guest may take per scenario besides its timeout (recorder start under TCG).
+STARTUP_ALLOWANCE = 300
 CMDLINE = "console=ttyS0 root=/dev/vda rw panic=1 loglevel=4"
 
 
@@ -66,17 +73,19 @@ def prepare_share(share: Path, job: dict) -> None:
 def boot(lab: Lab, share: Path, timeout: float) -> float:
     """Boot ``lab``'s kernel with ``share`` and wait for the guest to end; returns seconds."""
     console = share / "console.log"
+    qemu_root = CACHE / f"qemu-{QEMU_SUITE}"
     cmd = [
-        "qemu-system-x86_64", *MACHINE, "-nographic", "-no-reboot", "-nic", "none",
+        "chroot", qemu_root, "qemu-system-x86_64", *MACHINE,
+        "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", lab.vmlinuz, "-initrd", lab.initramfs, "-append", CMDLINE,
         "-drive", f"file={lab.image},if=virtio,format=raw,snapshot=on",
         "-drive", f"file={_nvme_backing()},if=none,id=nvm,format=raw,snapshot=on",
         "-virtfs", f"local,path={share},mount_tag=share,security_model=none,id=share",
-        *SRIOV_NVME,
+        *SRIOV_NVME, *SRIOV_IGB,
     ]  # fmt: skip
     log(f"boot {lab.kernel.abi} (console: {console})")
     start = time.monotonic()
-    with console.open("wb") as out:
+    with console.open("wb") as out, chroot_mounts(qemu_root, binds=(CACHE,)):
         qemu = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
         try:

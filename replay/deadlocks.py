@@ -1,4 +1,7 @@
-"""Deadlocks that happened: tasks still waiting, at the end, for each other's locks."""
+"""Deadlocks that happened: tasks still waiting, at the end, for each other's locks.
+
+A task waiting for a lock it holds itself is one too, a cycle of one.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def find_deadlocks(state: ReplayState) -> tuple[list[Deadlock], list[Link]]:
     waits_on: dict[int, int] = {}
     for task, pos in waiting.items():
         hold = holder.get((int(ev.file[pos]), int(ev.inst[pos])))
-        if hold is not None and h.task[hold] != task:
+        if hold is not None:  # its own hold too: a task that waits for itself
             waits_on[task] = int(h.task[hold])
     found: list[Deadlock] = []
     links: list[Link] = []

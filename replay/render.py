@@ -66,9 +66,12 @@ def _header(a: Analysis, console: Console) -> None:
 
 
 def _deadlock(console: Console, n: int, d: Deadlock) -> None:
-    console.print(
-        f"\n[bold red]DEADLOCK {n}[/] (happened): {len(d.tasks)} tasks wait for each other"
+    who = (
+        "1 task waits for itself"
+        if len(d.tasks) == 1
+        else f"{len(d.tasks)} tasks wait for each other"
     )
+    console.print(f"\n[bold red]DEADLOCK {n}[/] (happened): {who}")
     for t in d.tasks:
         w = t.waits_for
         console.print(

@@ -165,7 +165,9 @@ def test_self_deadlock(make_trace):
     result = run(make_trace, rows)
     [sd] = [a for a in result.anomalies if a.kind == "self_deadlock"]
     assert sd.tid == 1 and sd.depth == 2
-    assert not result.deadlocks
+    # it is also a deadlock that happened: one task, waiting for itself
+    [d] = result.deadlocks
+    assert [(t.tid, t.waits_on_tid, t.waits_for.lock_class) for t in d.tasks] == [(1, 1, "R")]
 
 
 def test_reentrant_and_depth_exceeded(make_trace):

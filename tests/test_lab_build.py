@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lab.build import module_closure
-from lab.kernels import Kernel, resolve
+from lab.kernels import Kernel, RescanLocking, resolve
+from lab.scenarios import SCENARIOS
 from lab.shell import LabError, cached
 
 
@@ -39,6 +40,7 @@ def test_module_closure_skips_builtin_and_rejects_unknown(tmp_path: Path) -> Non
     assert [p.name for p in module_closure(d, ["virtio_pci", "ext4"])] == ["ext4.ko"]
     with pytest.raises(LabError, match="nvme"):
         module_closure(d, ["nvme"])
+    assert module_closure(d, ["crc32c_generic"], optional=frozenset({"crc32c_generic"})) == []
 
 
 def test_cached_step_runs_once_per_key_and_again_after_a_failure(tmp_path: Path) -> None:
@@ -61,3 +63,37 @@ def test_full_abi_names_resolve_without_apt() -> None:
     assert resolve("6.12.117+deb12-amd64").headers_package == "linux-headers-6.12.117+deb12-amd64"
     with pytest.raises(ValueError, match="unknown kernel"):
         resolve("5.10.0-30-amd64")
+
+
+def test_later_kernels_resolve_by_abi_and_know_their_packages() -> None:
+    assert resolve("6.18.15+deb13-amd64").packages == ["linux-image-6.18.15+deb13-amd64"]
+    assert Kernel("7.2.13+deb14-amd64").packages == [
+        "linux-binary-7.2.13+deb14-amd64",
+        "linux-modules-7.2.13+deb14-amd64",
+    ]
+    assert Kernel("6.1.0-56-amd64").bookworm and not Kernel("6.16.12+deb13-amd64").bookworm
+
+
+@pytest.mark.parametrize(
+    ("abi", "locking"),
+    [
+        ("6.1.0-40-amd64", RescanLocking.NONE),
+        ("6.1.0-56-amd64", RescanLocking.NUMVFS_STORE),
+        ("6.12.117+deb12-amd64", RescanLocking.NUMVFS_STORE),
+        ("6.16.12+deb13-amd64", RescanLocking.NONE),
+        ("6.17.13+deb13-amd64", RescanLocking.SRIOV_ENABLE_DISABLE),
+        ("6.18.15+deb13-amd64", RescanLocking.SRIOV_ENABLE_DISABLE),
+        ("7.2.13+deb14-amd64", RescanLocking.NUMVFS_STORE),
+    ],
+)
+def test_rescan_locking_follows_the_upstream_history(abi: str, locking: RescanLocking) -> None:
+    assert Kernel(abi).rescan_locking is locking
+
+
+def test_igb_scenarios_run_everywhere_lkpf_ones_on_bookworm_kernels() -> None:
+    later, bookworm = Kernel("6.18.15+deb13-amd64"), Kernel("6.12.117+deb12-amd64")
+    assert SCENARIOS["igb-walk"].runs_on(later) and SCENARIOS["igb-walk"].runs_on(bookworm)
+    assert not SCENARIOS["numvfs-cycle"].runs_on(later)
+    assert SCENARIOS["igb-pf-remove-vfs-on"].hangs(later)
+    assert not SCENARIOS["igb-pf-remove-vfs-on"].hangs(bookworm)
+    assert SCENARIOS["rootport-remove-vs-numvfs"].hangs(bookworm)

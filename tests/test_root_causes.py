@@ -171,7 +171,9 @@ def test_json_lists_every_cycle_and_the_suspect(make_trace):
     assert inv["cycles"] == [["A", "B"], ["A", "X", "B"]] and inv["cycles_cut"] is False
 
 
-LAB = sorted((Path(__file__).parent / "data" / "lab").glob("*/*.parquet"))
+#: The lkpf traces of 6.1 and 6.12 (the igb ones of the kernel matrix are checked in
+#: test_real_traces.py: on 6.16 there is no inversion at all).
+LAB = sorted((Path(__file__).parent / "data" / "lab").glob("*/rootport-*.parquet"))
 
 
 @pytest.mark.parametrize("path", LAB, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -19,6 +19,8 @@ from pathlib import Path
 SHARE = Path("/share")
 OUT = SHARE / "out"
 LKTRACE = "/usr/local/bin/lktrace"
+#: The lab's PF driver for the NVMe PF, built only against a kernel's own headers.
+LKPF = Path("/lab/module/lkpf.ko")
 #: The scenarios' lib.sh creates this when a scenario starts.
 STARTED = Path("/run/lab-scenario-started")
 #: How long a recorder may take to start (import, BCC compile, attach) under TCG.
@@ -172,6 +174,31 @@ def watch(job: dict) -> dict:
     return result
 
 
+def scenarios(job: dict) -> dict:
+    """Run the job's scenarios in turn in this boot, each under its own recorder.
+
+    Between two, a PCI rescan brings back what the last one removed.  Stops after
+    one that hangs (the host runs the rest in a new boot).
+    """
+    results: dict[str, dict] = {}
+    for i, (name, timeout) in enumerate(job["scenarios"]):
+        if i:
+            restore_devices()
+        results[name] = scenario({**job, "scenario": name, "timeout": timeout})
+        if results[name]["blocked"]:
+            break
+    return {"scenarios": results, "blocked": results[name]["blocked"]}
+
+
+def restore_devices() -> None:
+    """Rescan the PCI buses and undo lkpf's delay, as after a fresh boot."""
+    Path("/sys/bus/pci/rescan").write_text("1")
+    delay = Path("/sys/module/lkpf/parameters/vf_remove_delay_ms")
+    if delay.exists():
+        delay.write_text("0")
+    time.sleep(1)  # the drivers bind to what came back
+
+
 def smoke(job: dict) -> dict:
     """The raw BCC kprobe check, no lktrace involved."""
     return run_bounded(
@@ -214,13 +241,26 @@ def overhead(job: dict) -> dict:
     return {"ops": job["ops"], "runs": runs}
 
 
+def load_pf_drivers() -> None:
+    """igb (in-tree, on every kernel) and lkpf (where the build could make it)."""
+    subprocess.run(["modprobe", "igb"], check=True)
+    if LKPF.exists():
+        subprocess.run(["insmod", str(LKPF)], check=True)
+
+
 def main() -> None:
     job = json.loads((SHARE / "job.json").read_text())
     OUT.mkdir(exist_ok=True)
     uptime = Path("/proc/uptime").read_text().split()[0]
     log(f"{os.uname().release} up after {uptime} s, job {job['kind']}")
-    subprocess.run(["insmod", "/lab/module/lkpf.ko"], check=True)
-    kinds = {"smoke": smoke, "scenario": scenario, "overhead": overhead, "watch": watch}
+    load_pf_drivers()
+    kinds = {
+        "smoke": smoke,
+        "scenario": scenario,
+        "scenarios": scenarios,
+        "overhead": overhead,
+        "watch": watch,
+    }
     result = kinds[job["kind"]](job)
     result["kernel"] = os.uname().release
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
