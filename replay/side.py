@@ -171,11 +171,18 @@ class Side:
         return out
 
     def nesting_at(self, lock: str, path: CallPath) -> Nesting:
-        """How ``path`` nested ``lock`` here: as found, ``none`` or ``unseen``."""
+        """How ``path`` nested ``lock`` here: as found, ``none`` or ``unseen``.
+
+        ``path`` ran without nesting when the lock was taken on it, or on one of
+        its outer parts (a nested attempt's path runs through the outer hold's
+        call site): a kernel whose inner call no longer takes the lock (the
+        rescan lock out of sriov_disable, 05703271c3cd's revert 2fa119c0e5e5)
+        still ran the code and took the lock once.
+        """
         found = self.nesting.get((lock, path))
         if found:
             return found[0]
-        if ("instance", lock, path) in self.taken:
+        if any(("instance", lock, path[i:]) in self.taken for i in range(len(path))):
             return Nesting("none", 1)
         return Nesting("unseen", 0)
 

@@ -137,12 +137,6 @@ def assert_diff_same_deadlock(old: Path, new: Path) -> None:
 
 #: Consecutive kernels of the SR-IOV rescan-lock history, whose igb traces are diffed.
 HISTORY = [("6.16", "6.18"), ("6.18", "7.2")]
-#: diff judges a nesting by the call path of the inner attempt; out of 05703271c3cd
-#: sriov_disable no longer takes the rescan lock at all, so that path reads "not
-#: exercised" (verdict same) although remove_store ran and took the lock once.
-FIX_UNSEEN = pytest.mark.xfail(
-    strict=True, reason="diff: a self_deadlock whose inner path no longer locks is not exercised"
-)
 IGB_WALK = "igb-walk"
 IGB_SELF = "igb-pf-remove-vfs-on"
 IGB_RACE = "igb-unbind-vs-remove"

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from lab_checks import (
     DEADLOCK,
-    FIX_UNSEEN,
     HISTORY,
     IGB_RACE,
     IGB_SELF,
@@ -209,6 +208,5 @@ def test_diff_removes_into_05703271c3cd_self_deadlock(lab_runs: Callable) -> Non
     assert_diff_self_deadlock_introduced(*_igb_pair(lab_runs, 0, IGB_SELF))
 
 
-@FIX_UNSEEN
 def test_diff_removes_out_of_05703271c3cd_self_deadlock_fixed(lab_runs: Callable) -> None:
     assert_diff_self_deadlock_fixed(*_igb_pair(lab_runs, 1, IGB_SELF))

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from lab_checks import (
     DEADLOCK,
-    FIX_UNSEEN,
     HISTORY,
     IGB_RACE,
     IGB_SELF,
@@ -137,7 +136,6 @@ def test_diff_removes_into_05703271c3cd_self_deadlock() -> None:
     assert_diff_self_deadlock_introduced(a / f"{IGB_SELF}.parquet", b / f"{IGB_SELF}.parquet")
 
 
-@FIX_UNSEEN
 def test_diff_removes_out_of_05703271c3cd_self_deadlock_fixed() -> None:
     a, b = _pair(*HISTORY[1])
     assert_diff_self_deadlock_fixed(a / f"{IGB_SELF}.parquet", b / f"{IGB_SELF}.parquet")
