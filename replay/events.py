@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lktrace.replay.arrays import sort_rows
 from lktrace.trace import EVENTS, Trace
 
 ATTEMPT, ACQUIRED, FAILED, RELEASED = range(len(EVENTS))
@@ -64,7 +65,7 @@ def _replay_order(task: np.ndarray, ts: np.ndarray, seq: np.ndarray, n_task: int
     later |= (ts[1:] == ts[:-1]) & (seq[1:] > seq[:-1])
     if later.all():
         return stable_argsort(task, n_task)
-    return np.lexsort((seq, ts, task))
+    return sort_rows(task, ts, seq)
 
 
 def _permute(arrays: dict[str, np.ndarray], order: np.ndarray) -> None:

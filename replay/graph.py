@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lktrace.replay.arrays import sort_rows
 from lktrace.replay.events import Events
 from lktrace.replay.holds import Holds
 
@@ -106,7 +107,7 @@ def build_graph(ev: Events, holds: Holds, pairs: Pairs, level: str) -> Graph:
     idx = np.flatnonzero(keep)
     width = max(len(labels), 1)
     key = src[idx].astype(np.int64) * width + dst[idx]
-    order = np.lexsort((ev.ts[pairs.attempt[idx]], key))
+    order = sort_rows(key, ev.ts[pairs.attempt[idx]])
     uniq, first, count = np.unique(key[order], return_index=True, return_counts=True)
     return Graph(
         level=level,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lktrace.replay.arrays import sort_rows
 from lktrace.replay.events import (
     ACQUIRED,
     ATTEMPT,
@@ -119,7 +120,7 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     del x, matched
     both = np.r_[acq, rel]
     level = np.r_[depth[acq], depth[rel] + 1]
-    srt = np.lexsort((both, level, gid[both]))
+    srt = sort_rows(gid[both], level, both)
     both, level = both[srt], level[srt]
     is_acq = np.r_[np.ones(len(acq), bool), np.zeros(len(rel), bool)][srt]
     del acq, rel, srt

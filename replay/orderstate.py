@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lktrace.replay.arrays import sort_rows
 from lktrace.replay.events import ATTEMPT, RELEASED, Events
 from lktrace.replay.graph import Graph, Pairs
 from lktrace.replay.holds import Holds, Replay
@@ -199,7 +200,7 @@ class OrderState(ReplayState):
             p = np.flatnonzero(edge[self._rep_row] >= 0)
             rep_edge = edge[self._rep_row[p]]
             at = self.pairs.attempt[p]
-            order = np.lexsort((self.events.task[at], self.events.ts[at], rep_edge))
+            order = sort_rows(rep_edge, self.events.ts[at], self.events.task[at])
             stored = np.bincount(rep_edge, minlength=len(uniq))
             graphs[level] = Graph(
                 level=level,

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lktrace.replay.arrays import argmin_per, group_rows, reduce_counts, unique_rows
+from lktrace.replay.arrays import argmin_per, group_rows, reduce_counts, sort_rows, unique_rows
 from lktrace.replay.events import ATTEMPT, RELEASED, Coder, Piece
 from lktrace.replay.graph import expand_ranges, ordering_pairs
 from lktrace.replay.histogram import hold_histograms
@@ -119,7 +119,7 @@ def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def reduce_nesting(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per (task, site): the deepest nesting and when it was first reached."""
-    o = np.lexsort((frag["ts"], -frag["depth"], frag["site"], frag["task"]))
+    o = sort_rows(frag["task"], frag["site"], -frag["depth"], frag["ts"])
     t, s = frag["task"][o], frag["site"][o]
     start = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])]) if len(t) else o
     return {k: v[o][start] for k, v in frag.items()}
@@ -304,7 +304,7 @@ class Reducer:
 
     def _final(self, p, h, pending, depth_before, hold_site, file_end) -> None:
         open_ = np.flatnonzero(~h.released)
-        o = open_[np.lexsort((h.inst[open_], h.acquired_ts[open_], h.task[open_]))]
+        o = open_[sort_rows(h.task[open_], h.acquired_ts[open_], h.inst[open_])]
         self.parts["open"].append(
             {
                 "task": h.task[o].astype(np.int64),
@@ -406,17 +406,8 @@ class Reducer:
 
 
 def _sorted(table: dict[str, np.ndarray], *by: str) -> dict[str, np.ndarray]:
-    """``table`` with its rows sorted by the (non-negative) columns ``by``, packed into one
-    key when they fit 63 bits."""
-    cols = [table[c] for c in by]
-    bits = [int(c.max()).bit_length() if len(c) else 0 for c in cols]
-    if sum(bits) <= 63:
-        key = cols[0].astype(np.int64)
-        for c, b in zip(cols[1:], bits[1:], strict=True):
-            key = key << b | c
-        order = np.argsort(key, kind="stable")
-    else:
-        order = np.lexsort(cols[::-1])
+    """``table`` with its rows sorted by the columns ``by``."""
+    order = sort_rows(*(table[c] for c in by))
     return {k: v[order] for k, v in table.items()}
 
 
