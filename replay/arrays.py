@@ -69,7 +69,7 @@ def group_rows(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = cols[0].astype(np.int64)
         for c, b in zip(cols[1:], bits[1:], strict=True):
             key = key << b | c.astype(np.int64)
-        codes = pd.factorize(key)[0].astype(np.int64)
+        codes = pd.factorize(key)[0].astype(np.int64, copy=False)
     else:
         codes = pd.factorize(cols[0])[0].astype(np.int64)
         for c in cols[1:]:

@@ -97,12 +97,12 @@ def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     codes, first = group_rows(frag["held"], frag["wanted"])
     n = len(first)
     pick = argmin_per(codes, n, frag["ts"], frag["task"])
-    first_task = frag["task"][pick][codes]
     # the first occurrence by another task: a fragment's first, or else its second
-    use_first = frag["task"] != first_task
+    use_first = frag["task"] != frag["task"][pick][codes]
     cand_task = np.where(use_first, frag["task"], frag["other_task"])
     cand_ts = np.where(use_first, frag["ts"], frag["other_ts"])
-    cand_ts = np.where(cand_task >= 0, cand_ts, np.iinfo(np.int64).max)
+    del use_first
+    cand_ts[cand_task < 0] = np.iinfo(np.int64).max
     other = argmin_per(codes, n, cand_ts, cand_task)
     found = other >= 0
     o = np.maximum(other, 0)
@@ -423,15 +423,17 @@ def _unique_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The fragments as one table, emptying them column by column (one column's copy at a
+    time above the data)."""
     if len(parts) == 1:
         return parts[0]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: np.concatenate([p.pop(k) for p in parts]) for k in list(parts[0])}
 
 
 def _unique_tasks(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Distinct (ordering key, task) rows."""
-    h, w, t = unique_rows(frag["key"] >> 32, frag["key"] & 0xFFFFFFFF, frag["task"])
-    return {"key": h << 32 | w, "task": t}
+    _, first = group_rows(frag["key"], frag["task"])
+    return {"key": frag["key"][first], "task": frag["task"][first]}
 
 
 def _unique_columns(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

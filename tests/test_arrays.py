@@ -14,7 +14,8 @@ def _columns(rng: np.random.Generator, n: int, kinds: str) -> list[np.ndarray]:
         "b": lambda: rng.integers(0, 2, n) * 2**62,  # two values 62 bits apart
         "w": lambda: rng.integers(-(2**62), 2**62, n),  # the full width: ranked first
         "t": lambda: rng.integers(0, 10**12, n),  # nanosecond timestamps
-        "x": lambda: rng.choice(np.array([-(2**63), 2**63 - 1]), n),  # both extremes: wider than int64
+        # both extremes: a range wider than int64
+        "x": lambda: rng.choice(np.array([-(2**63), 2**63 - 1]), n),
     }
     return [make[k]() for k in kinds]
 
