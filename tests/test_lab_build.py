@@ -97,3 +97,53 @@ def test_igb_scenarios_run_everywhere_lkpf_ones_on_bookworm_kernels() -> None:
     assert SCENARIOS["igb-pf-remove-vfs-on"].hangs(later)
     assert not SCENARIOS["igb-pf-remove-vfs-on"].hangs(bookworm)
     assert SCENARIOS["rootport-remove-vs-numvfs"].hangs(bookworm)
+
+
+class _FakeVM:
+    """Boots that run the job's scenarios in order until one hangs, as the guest does;
+    ``hangs[name]`` says, per run of that scenario, whether it hangs."""
+
+    def __init__(self, tmp: Path, hangs: dict[str, list[bool]]) -> None:
+        self.tmp, self.hangs, self.boots = tmp, hangs, []
+
+    def run_job(self, lab, first: str, job: dict, timeout: float):
+        names = [n for n, _ in job["scenarios"]]
+        self.boots.append(names)
+        results = {}
+        for name in names:
+            hung = self.hangs[name].pop(0)
+            blocked = [{"comm": "pf-remove"}] if hung else []
+            results[name] = {"rc": None if hung else 0, "timed_out": hung, "blocked": blocked}
+            if hung:
+                break
+        return self.tmp, {"kernel": "k", "vm_seconds": 1.0, "scenarios": results}
+
+
+ALL = ["igb-walk", "igb-unbind-vs-remove", "igb-pf-remove-vfs-on"]
+RACE = ["igb-unbind-vs-remove"]
+
+
+@pytest.mark.parametrize(
+    ("race", "boots", "runs"),
+    [
+        ([True], [ALL, ["igb-pf-remove-vfs-on"]], 1),  # hangs: the PF remove boots again
+        ([False, True], [ALL, RACE], 2),  # the PF remove hung in the same boot
+        ([False] * 3, [ALL, RACE, RACE], 3),  # three runs, then the failure stands
+    ],
+)
+def test_a_race_that_should_hang_gets_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, race: list[bool], boots: list, runs: int
+) -> None:
+    import argparse
+    import json
+
+    import lab.__main__ as cli
+
+    fake = _FakeVM(tmp_path, {ALL[0]: [False], ALL[1]: list(race), ALL[2]: [True]})
+    monkeypatch.setattr(cli.vm, "run_job", fake.run_job)
+    monkeypatch.setattr(cli.build, "build", lambda kernel: type("Lab", (), {"kernel": kernel}))
+    args = argparse.Namespace(timeout=None, no_record=False, record_arg=[])
+    cli.run_kernel("6.18.15+deb13-amd64", ALL, args, tmp_path / "out")
+    assert fake.boots == boots
+    result = json.loads((tmp_path / "out" / "igb-unbind-vs-remove.json").read_text())
+    assert result["run"] == runs and result["timed_out"] == race[-1]
