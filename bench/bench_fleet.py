@@ -28,8 +28,11 @@ OUT = Path(__file__).parent / "out"
 
 
 def runs(n: int, events: int) -> list[Path]:
-    """``n`` cached runs of ``events`` events; run ``i`` takes the pair reversed when i % 3 == 2."""
-    d = OUT / f"fleet-{n}x{events}"
+    """``n`` cached runs of ``events`` events; run ``i`` takes the pair reversed when i % 3 == 2.
+
+    Run ``i`` is the same in every fleet of that many events: a small fleet's runs are
+    the first of a bigger one's."""
+    d = OUT / f"fleet-{events}"
     d.mkdir(parents=True, exist_ok=True)
     paths = [d / f"run{i:05d}.parquet" for i in range(n)]
     t = time.perf_counter()
