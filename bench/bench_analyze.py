@@ -19,7 +19,7 @@ start and imports included), three ways in the same run:
 
 ``--summaries`` instead runs ``lktrace summarize`` on each shape's trace (all
 three unless ``--shapes``) and the lab's, then ``lktrace analyze`` on each
-summary: time, peak RSS, and how much smaller the summary is.
+summary and on its trace: time, peak RSS, and how much smaller the summary is.
 
 Memory: ``--big 100000000`` also analyses one trace of that many events
 (issue shape) and ``--diff`` diffs two 10 M traces (issue shape, seeds 1
@@ -172,7 +172,7 @@ def memory(big: int | None, diff: bool) -> None:
 
 def summaries(shapes: list[str], events: int) -> None:
     """``lktrace summarize`` on each shape's trace and the lab's, then ``analyze`` on each
-    summary: time, RSS, sizes."""
+    summary and its trace: time, RSS, sizes."""
     lab = sorted((Path(__file__).parent.parent / "tests" / "data" / "lab").glob("*/*.parquet"))
     traces = [scale_trace(shape, events) for shape in shapes] + lab
     lk = [sys.executable, "-m", "lktrace"]
@@ -181,12 +181,14 @@ def summaries(shapes: list[str], events: int) -> None:
             out = Path(d) / "t.order.parquet"
             wall, rss, _ = child([*lk, "summarize", "--force", str(path), "-o", str(out)])
             an_s, an_mb, text = child([*lk, "analyze", "-f", "json", str(out)])
+            tr_s, tr_mb, _ = child([*lk, "analyze", "-f", "json", str(path)])
             edges = json.loads(text)["summary"]["edges"]
             size, was = out.stat().st_size, path.stat().st_size
             print(
                 f"{path.parent.name}/{path.name}: {was / 2**20:.2f} -> {size / 2**20:.3f} MiB "
                 f"({was / size:.1f}x smaller); summarize {wall:.1f} s, {rss:.0f} MiB; "
-                f"analyze the summary {an_s:.1f} s, {an_mb:.0f} MiB ({edges:,} class edges)"
+                f"analyze the summary {an_s:.1f} s, {an_mb:.0f} MiB ({edges:,} class edges), "
+                f"the trace {tr_s:.1f} s, {tr_mb:.0f} MiB"
             )
 
 
