@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,25 +11,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_same_order
 
 from lktrace import orderfile
 from lktrace.orderfile import SUMMARY_KEY, read_summary, write_summary
-from lktrace.replay.order import TABLES, VOCABULARIES, Order
+from lktrace.replay.order import TABLES, Order
 from lktrace.replay.reduce import summarize_trace
 from lktrace.sim import simulate
 
 LAB = sorted(Path(__file__).parent.joinpath("data", "lab").glob("*/*.parquet"))
-
-
-def assert_same(a: Order, b: Order) -> None:
-    """Every table column, value for value and as int64, every vocabulary and trace."""
-    for t, cols in TABLES.items():
-        for c in cols:
-            assert b[t][c].dtype == np.int64, (t, c)
-            assert np.array_equal(a[t][c], b[t][c]), (t, c)
-    for v in VOCABULARIES:
-        assert getattr(a, v) == getattr(b, v), v
-    assert [t.__dict__ for t in a.traces] == [t.__dict__ for t in b.traces]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def test_summaries_round_trip_exactly(orders, tmp_path, monkeypatch, group):
         path = write_summary(tmp_path / "s.order.parquet", order, {"comms": ["x"]})
         again, filters = read_summary(path)
         assert filters == {"comms": ["x"]}
-        assert_same(order, again)
+        assert_same_order(order, again)
     assert pq.ParquetFile(path).metadata.num_row_groups > (10 if group == 1000 else 0)  # scale's
     assert orders["scale"].size("ordering_tasks") > 5000
     assert (orders["scale"]["orderings"]["other_task"] >= 0).any()
@@ -72,7 +63,15 @@ def test_values_no_summary_has_round_trip_too(orders, tmp_path):
     }
     order = replace(scale, tables=tables)
     path = write_summary(tmp_path / "odd.order.parquet", order, {})
-    assert_same(order, read_summary(path)[0])
+    assert_same_order(order, read_summary(path)[0])
+
+
+def test_orders_pickle_exactly(orders):
+    """As workers send them back: narrowed on the way, int64 again on arrival."""
+    for order in orders.values():
+        blob = pickle.dumps(order)
+        assert_same_order(order, pickle.loads(blob))
+    assert len(blob) < sum(v.nbytes for cols in order.tables.values() for v in cols.values()) / 2
 
 
 def lktrace(*args: str) -> subprocess.CompletedProcess:

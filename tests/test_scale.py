@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_same_order
 from typer.testing import CliRunner
 
 from lktrace.cli import app
 from lktrace.orderfile import read_summary, write_summary
 from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.diff import compare, sides
-from lktrace.replay.fleet import order_state
+from lktrace.replay.fleet import merged, order_state
 from lktrace.replay.order import merge
 from lktrace.replay.orderstate import OrderState
 from lktrace.replay.reduce import summarize_trace
@@ -100,6 +101,14 @@ def test_summary_round_trip(sims, tmp_path):
         opts = Options()
         want = analysis(OrderState(order, opts), opts).to_dict()
         assert analysis(OrderState(again, opts), opts).to_dict() == want
+
+
+def test_merged_in_batches_is_one_merge(sims, monkeypatch):
+    """The fleet merges Orders a batch at a time as they come in: the same Order."""
+    monkeypatch.setattr("lktrace.replay.fleet.BATCH", 2)
+    found = [summarize_trace(p) for p in [*(sims[s] for s in SCENARIOS), *LAB[:3]]]
+    assert_same_order(merged(found), merge(found))
+    assert merged(found[:1]) is found[0]
 
 
 def test_diff_on_orders_matches_positional(sims):
