@@ -5,10 +5,11 @@ The per-trace part, :func:`order_of`, reads a trace slice by slice (or loads
 its summary) and returns its :class:`~lktrace.replay.order.Order`: what
 travels back from a worker is a summary, never events.  Merging the Orders
 in input order makes the result the same, byte for byte, however and
-wherever they were computed.  They are merged a batch at a time as they come
-in, so the client holds merged batches rather than every run's Order (each
-run's vocabularies of call sites and stacks, the same in most runs, are kept
-once per batch).
+wherever they were computed.  A worker's task is a few consecutive files,
+whose Orders it merges before sending them back, and the client merges what
+comes back a batch at a time, as it comes in: so the client neither holds
+every run's Order (each run's vocabularies of call sites and stacks, the same
+in most runs, are kept once per batch) nor merges each run itself.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def orders(
     progress: Callable[[int], None] | None = None,
     done: Callable[[Path], None] | None = None,
 ) -> Iterator[Order]:
-    """The Order of each of ``paths``, in order, each as soon as it is in.
+    """The Orders of ``paths``, in order, each as soon as it is in: one per file, or with
+    several workers one per task (consecutive files, merged).
 
     ``workers`` > 1 computes them in that many local processes; ``dask`` is
     the address of a Dask scheduler, or ``local`` for a LocalCluster of
@@ -68,24 +70,40 @@ def orders(
             if done:
                 done(Path(p))
     else:
-        with ProcessPoolExecutor(min(workers, len(names))) as pool:
-            yield from _collect(names, [pool.submit(order_of, p, filters) for p in names], done)
+        tasks = split_tasks(names, workers)
+        with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
+            yield from _collect(tasks, [pool.submit(task_order, t, filters) for t in tasks], done)
+
+
+#: Files per worker task, at most (fewer when that leaves a worker under four tasks).
+TASK_FILES = 16
+
+
+def split_tasks(names: list[str], workers: int) -> list[list[str]]:
+    """``names`` cut into runs of consecutive files, one per task."""
+    size = max(1, min(TASK_FILES, len(names) // (4 * max(workers, 1))))
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def task_order(names: list[str], filters: Filters) -> Order:
+    """A worker's task: the merged Order of consecutive files."""
+    return merge([order_of(p, filters) for p in names])
 
 
 def _collect(
-    names: list[str], futures: list, done: Callable[[Path], None] | None
+    tasks: list[list[str]], futures: list, done: Callable[[Path], None] | None
 ) -> Iterator[Order]:
-    """The futures' results in input order, telling ``done`` as each file is in; a future
+    """The futures' results in task order, telling ``done`` as each file is in; a future
     is let go once its result is taken."""
     pending = deque(futures)
     del futures[:]
-    for p in names:
+    for names in tasks:
         yield pending.popleft().result()
-        if done:
+        for p in names if done else ():
             done(Path(p))
 
 
-#: Orders merged together as they come in.
+#: Orders merged together in the client as they come in.
 BATCH = 32
 
 
@@ -123,7 +141,9 @@ def _on_dask(
         except OSError as e:
             raise TraceError(address, f"cannot reach the Dask scheduler: {e}") from e
     try:
-        yield from _collect(names, client.map(order_of, names, filters=filters, pure=False), done)
+        tasks = split_tasks(names, sum(client.nthreads().values()) or workers)
+        futures = client.map(task_order, tasks, filters=filters, pure=False)
+        yield from _collect(tasks, futures, done)
     finally:
         client.close()
         if cluster is not None:

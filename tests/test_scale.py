@@ -17,7 +17,7 @@ from lktrace.cli import app
 from lktrace.orderfile import read_summary, write_summary
 from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.diff import compare, sides
-from lktrace.replay.fleet import merged, order_state
+from lktrace.replay.fleet import merged, order_state, split_tasks
 from lktrace.replay.order import merge
 from lktrace.replay.orderstate import OrderState
 from lktrace.replay.reduce import summarize_trace
@@ -172,7 +172,8 @@ def fleet(tmp_path: Path, n: int) -> Path:
 
 
 def test_fleet_workers_same_json(tmp_path):
-    runs = fleet(tmp_path, 6)
+    runs = fleet(tmp_path, 16)
+    assert {len(t) for t in split_tasks(sorted(map(str, runs.iterdir())), 2)} == {2}  # 2 a task
     one = run_cli("analyze", "-f", "json", "--workers", "1", str(runs))
     two = run_cli("analyze", "-f", "json", "--workers", "2", str(runs))
     assert one == two and one[0] == 1
@@ -180,7 +181,7 @@ def test_fleet_workers_same_json(tmp_path):
 
 def test_fleet_on_dask_local_cluster(tmp_path):
     pytest.importorskip("dask.distributed")
-    runs = fleet(tmp_path, 4)
+    runs = fleet(tmp_path, 16)  # tasks of 2 runs on 2 workers
     one = run_cli("analyze", "-f", "json", "--workers", "1", str(runs))
     dask = run_cli("analyze", "-f", "json", "--dask", "local", "--workers", "2", str(runs))
     assert dask == one
