@@ -86,7 +86,8 @@ def main() -> None:
         t = time.perf_counter()
         found = analysis(OrderState(order, opts), opts)
         results[label] = json.dumps(found.to_dict(), sort_keys=True)
-        del order
+        inv = [(i.cycle, i.level, len(i.tasks)) for i in found.inversions]
+        del order, found  # the next way starts from nothing
         rate = args.runs * args.events / took / 1e6
         print(
             f"  {label:30} {took:7.1f} s  {rate:5.2f} M events/s; analysis "
@@ -96,12 +97,13 @@ def main() -> None:
     print(f"  load average {os.getloadavg()[0]:.1f}")
     with ProcessPoolExecutor(2) as pool:
         alone = sum(pool.map(inverted_alone, paths, chunksize=16))
-    inv = found.inversions
     same = len(set(results.values())) == 1
     print(f"  runs with an inversion of their own: {alone} of {len(paths)}")
     print(
         f"  merged: {len(inv)} inversion(s): "
-        + "; ".join(" <-> ".join(i.cycle) + f" ({i.level}, {len(i.tasks)} tasks)" for i in inv)
+        + "; ".join(
+            " <-> ".join(cycle) + f" ({level}, {tasks} tasks)" for cycle, level, tasks in inv
+        )
     )
     print(f"  the same JSON every way: {'yes' if same else 'NO'}")
 
