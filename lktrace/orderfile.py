@@ -47,7 +47,7 @@ _INT_COLUMNS = sorted({c for cols in TABLES.values() for c in cols})
 _KINDS = [*TABLES, *(rec for rec, _ in _VOCABS), "stack"]
 #: Records per row group.
 GROUP_ROWS = 1 << 18
-#: zstd level: 12 packs a lab trace's summary 13 % tighter than the default, costing little.
+#: zstd level: 12 packs the lab traces' summaries 12 % tighter than level 1, costing little.
 ZSTD_LEVEL = 12
 SCHEMA = pa.schema(
     [("record", pa.dictionary(pa.int8(), pa.string())), ("text", pa.string())]
