@@ -1,11 +1,13 @@
 """Benchmark ``lktrace analyze`` against a bare column read and a per-event Python loop.
 
-Two simulated ``scale`` shapes of 10 M events (cached under bench/out/):
+Simulated ``scale`` shapes of 10 M events (cached under bench/out/):
 
 - ``today``: the scenario's defaults (64 tasks, 512 locks, nesting 1-4,
   2 inversions): about 0.1 M distinct class edges;
 - ``issue``: a busy ``--scope all`` recording as issue 12 describes it (512
-  tasks, 2,000 locks, nesting 1-3, one inversion): about 1.2 M class edges.
+  tasks, 2,000 locks, nesting 1-3, one inversion): about 1.2 M class edges;
+- ``repeat`` (``--summaries`` only): a workload that runs the same paths again
+  and again (64 tasks, 64 locks, nesting 1-4, 2 inversions): 18 k orderings.
 
 Each is timed, in child processes (so peak RSS is each one's own, process
 start and imports included), three ways in the same run:
@@ -15,12 +17,16 @@ start and imports included), three ways in the same run:
 - ``loop``: a per-event Python loop computing only the class edges (the floor
   of what any replay must do), which must find the edges analyze reports.
 
+``--summaries`` instead runs ``lktrace summarize`` on each shape's trace (all
+three unless ``--shapes``) and the lab's, then ``lktrace analyze`` on each
+summary and on its trace: time, peak RSS, and how much smaller the summary is.
+
 Memory: ``--big 100000000`` also analyses one trace of that many events
 (issue shape) and ``--diff`` diffs two 10 M traces (issue shape, seeds 1
 and 2), reporting time and peak RSS.
 
     python3 bench/bench_analyze.py [--shapes today issue] [--events 10000000] [--no-loop]
-                                   [--big 100000000] [--diff]
+                                   [--big 100000000] [--diff] [--summaries]
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ OUT = Path(__file__).parent / "out"
 SHAPES = {
     "today": {"tasks": 64, "locks": 512, "inversions": 2},
     "issue": {"tasks": 512, "locks": 2000, "inversions": 1, "depth_p": (0.1, 0.3, 0.6)},
+    "repeat": {"tasks": 64, "locks": 64, "inversions": 2},
 }
+#: The shapes timed against the read and the loop.
+TIMED = ("today", "issue")
 
 
 def scale_trace(shape: str, events: int, seed: int = 1) -> Path:
@@ -162,33 +171,30 @@ def memory(big: int | None, diff: bool) -> None:
 
 
 def summaries(shapes: list[str], events: int) -> None:
-    """``lktrace summarize`` on each shape's trace and the lab's: time, RSS, sizes."""
+    """``lktrace summarize`` on each shape's trace and the lab's, then ``analyze`` on each
+    summary and its trace: time, RSS, sizes."""
     lab = sorted((Path(__file__).parent.parent / "tests" / "data" / "lab").glob("*/*.parquet"))
     traces = [scale_trace(shape, events) for shape in shapes] + lab
+    lk = [sys.executable, "-m", "lktrace"]
     with tempfile.TemporaryDirectory() as d:
         for path in traces:
             out = Path(d) / "t.order.parquet"
-            cmd = [
-                sys.executable,
-                "-m",
-                "lktrace",
-                "summarize",
-                "--force",
-                str(path),
-                "-o",
-                str(out),
-            ]
-            wall, rss, _ = child(cmd)
+            wall, rss, _ = child([*lk, "summarize", "--force", str(path), "-o", str(out)])
+            an_s, an_mb, text = child([*lk, "analyze", "-f", "json", str(out)])
+            tr_s, tr_mb, _ = child([*lk, "analyze", "-f", "json", str(path)])
+            edges = json.loads(text)["summary"]["edges"]
             size, was = out.stat().st_size, path.stat().st_size
             print(
-                f"summarize {path.parent.name}/{path.name}: {wall:.1f} s, {rss:.0f} MiB; "
-                f"{was / 2**20:.2f} -> {size / 2**20:.2f} MiB ({was / size:.1f}x smaller)"
+                f"{path.parent.name}/{path.name}: {was / 2**20:.2f} -> {size / 2**20:.3f} MiB "
+                f"({was / size:.1f}x smaller); summarize {wall:.1f} s, {rss:.0f} MiB; "
+                f"analyze the summary {an_s:.1f} s, {an_mb:.0f} MiB ({edges:,} class edges), "
+                f"the trace {tr_s:.1f} s, {tr_mb:.0f} MiB"
             )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--no-loop", action="store_true", help="skip the per-event loop")
     parser.add_argument("--big", type=int, help="also analyse one trace of this many events")
@@ -202,9 +208,9 @@ def main() -> None:
         return
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.summaries:
-        summaries(args.shapes, args.events)
+        summaries(args.shapes or list(SHAPES), args.events)
         return
-    for shape in args.shapes:
+    for shape in args.shapes or TIMED:
         measure(shape, args.events, not args.no_loop)
     memory(args.big, args.diff)
 

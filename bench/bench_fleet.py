@@ -3,9 +3,11 @@
 Simulates ``--runs`` scale traces (``--events`` each, seeded differently;
 every third takes two locks in the reverse of the order the others take
 them: ``scale``'s ``one_way``), then replays all of them three ways and
-times each: in this process (1 worker), on 2 local worker processes, and on
-a Dask LocalCluster of 2 worker processes.  Each must give the same Orders;
-no run alone has an inversion, and the merged analysis has exactly one.
+times each (the per-run Orders, merged as they come in, as ``analyze``
+does): in this process (1 worker), on 2 local worker processes, and on a
+Dask LocalCluster of 2 worker processes; then the analysis of the merged
+Order.  Each way must give the same JSON; no run alone has an inversion
+(checked apart, untimed), and the merged analysis has exactly one.
 
     python3 bench/bench_fleet.py [--runs 1000] [--events 100000] [--skip-dask]
 """
@@ -15,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from lktrace.replay.analyze import Options, analysis
-from lktrace.replay.fleet import orders
-from lktrace.replay.order import merge
+from lktrace.replay.fleet import merged, order_of, orders
 from lktrace.replay.orderstate import OrderState
 from lktrace.sim.scale import write_scale
 
@@ -28,8 +31,11 @@ OUT = Path(__file__).parent / "out"
 
 
 def runs(n: int, events: int) -> list[Path]:
-    """``n`` cached runs of ``events`` events; run ``i`` takes the pair reversed when i % 3 == 2."""
-    d = OUT / f"fleet-{n}x{events}"
+    """``n`` cached runs of ``events`` events; run ``i`` takes the pair reversed when i % 3 == 2.
+
+    Run ``i`` is the same in every fleet of that many events: a small fleet's runs are
+    the first of a bigger one's."""
+    d = OUT / f"fleet-{events}"
     d.mkdir(parents=True, exist_ok=True)
     paths = [d / f"run{i:05d}.parquet" for i in range(n)]
     t = time.perf_counter()
@@ -45,6 +51,16 @@ def runs(n: int, events: int) -> list[Path]:
     if made:
         print(f"simulated {made} runs in {time.perf_counter() - t:.1f} s")
     return paths
+
+
+def inverted_alone(path: Path) -> bool:
+    """Whether the run at ``path`` has an inversion of its own."""
+    opts = Options()
+    return bool(analysis(OrderState(order_of(str(path), opts), opts), opts).inversions)
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -65,19 +81,29 @@ def main() -> None:
     results = {}
     for label, workers, dask in ways:
         t = time.perf_counter()
-        found = orders(paths, opts, workers, dask)
+        order = merged(orders(paths, opts, workers, dask))
         took = time.perf_counter() - t
-        merged = analysis(OrderState(merge(found), opts), opts)
-        results[label] = json.dumps(merged.to_dict(), sort_keys=True)
+        t = time.perf_counter()
+        found = analysis(OrderState(order, opts), opts)
+        results[label] = json.dumps(found.to_dict(), sort_keys=True)
+        inv = [(i.cycle, i.level, len(i.tasks)) for i in found.inversions]
+        del order, found  # the next way starts from nothing
         rate = args.runs * args.events / took / 1e6
-        print(f"  {label:30} {took:7.1f} s  {rate:5.2f} M events/s")
-    alone = sum(bool(analysis(OrderState(o, opts), opts).inversions) for o in found)
-    inv = merged.inversions
+        print(
+            f"  {label:30} {took:7.1f} s  {rate:5.2f} M events/s; analysis "
+            f"{time.perf_counter() - t:5.1f} s; client peak RSS so far {peak_mib():,.0f} MiB",
+            flush=True,
+        )
+    print(f"  load average {os.getloadavg()[0]:.1f}")
+    with ProcessPoolExecutor(2) as pool:
+        alone = sum(pool.map(inverted_alone, paths, chunksize=16))
     same = len(set(results.values())) == 1
-    print(f"  runs with an inversion of their own: {alone} of {len(found)}")
+    print(f"  runs with an inversion of their own: {alone} of {len(paths)}")
     print(
         f"  merged: {len(inv)} inversion(s): "
-        + "; ".join(" <-> ".join(i.cycle) + f" ({i.level}, {len(i.tasks)} tasks)" for i in inv)
+        + "; ".join(
+            " <-> ".join(cycle) + f" ({level}, {tasks} tasks)" for cycle, level, tasks in inv
+        )
     )
     print(f"  the same JSON every way: {'yes' if same else 'NO'}")
 

@@ -1,4 +1,4 @@
-"""Lock-order summary format v1: what ``analyze`` and ``diff`` need from a trace, in one table.
+"""Lock-order summary format v2: what ``analyze`` and ``diff`` need from a trace, in one table.
 
 ``lktrace summarize trace.parquet -o trace.order.parquet`` replays a trace
 once and keeps its :class:`~lktrace.replay.order.Order`: orderings (edges at
@@ -11,11 +11,15 @@ One Parquet table, one row per record: ``record`` names the kind (a table
 of the Order, or a vocabulary: ``class``, ``name``, ``caller``, ``comm``,
 ``stack``), ``text`` holds a vocabulary's string (a stack's frames joined by
 newlines), the integer columns the record's fields (null where a kind has no
-such field).  Records of a kind come in id order, so a record's id is its
-position among its kind.  File metadata: ``lktrace:summary`` (the format
-version), ``lktrace:traces`` (JSON: per trace its path, metadata, events and
-time span), ``lktrace:filters`` (JSON: the filters it was made with) and
+such field), some stored relative (:mod:`lktrace.orderpack`).  Records of a
+kind come in id order, so a record's id is its position among its kind.
+File metadata: ``lktrace:summary`` (the format version), ``lktrace:traces``
+(JSON: per trace its path, metadata, events and time span),
+``lktrace:filters`` (JSON: the filters it was made with) and
 ``lktrace:writer`` (the lktrace that wrote it).
+
+Version 1 (the same table with every column stored as it is, never released)
+is refused like any other: summarising the trace again writes version 2.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lktrace.orderpack import ENCODINGS, pack, unpack
 from lktrace.replay.order import TABLES, Order, TraceInfo
 from lktrace.trace import META_PREFIX, TraceError, TraceMeta, _open
 from lktrace.version import writer_metadata
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 SUMMARY_KEY = f"{META_PREFIX}summary"
 
 #: Vocabulary records: (record name, Order attribute).
@@ -42,6 +47,8 @@ _INT_COLUMNS = sorted({c for cols in TABLES.values() for c in cols})
 _KINDS = [*TABLES, *(rec for rec, _ in _VOCABS), "stack"]
 #: Records per row group.
 GROUP_ROWS = 1 << 18
+#: zstd level: 12 packs the lab traces' summaries 12 % tighter than level 1, costing little.
+ZSTD_LEVEL = 12
 SCHEMA = pa.schema(
     [("record", pa.dictionary(pa.int8(), pa.string())), ("text", pa.string())]
     + [(c, pa.int64()) for c in _INT_COLUMNS]
@@ -59,12 +66,14 @@ def _meta_dict(meta: TraceMeta) -> dict[str, Any]:
 
 
 def _records(order: Order):
-    """(record kind, columns) of every record kind of ``order``, tables then vocabularies."""
+    """(record kind, columns as stored) of every record kind of ``order``, tables then
+    vocabularies."""
+    counts = np.asarray(order["orderings"]["count"], np.int64)
     for name, cols in TABLES.items():
-        yield name, {c: np.asarray(order[name][c], np.int64) for c in cols}
+        yield name, pack(name, {c: order[name][c] for c in cols}, counts)
     for rec, attr in _VOCABS:
-        yield rec, {"text": list(getattr(order, attr))}
-    yield "stack", {"text": ["\n".join(frames) for frames in order.stacks]}
+        yield rec, {"text": pa.array(getattr(order, attr), pa.string())}
+    yield "stack", {"text": pa.array(["\n".join(frames) for frames in order.stacks], pa.string())}
 
 
 def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Path:
@@ -93,11 +102,14 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
     try:
         with pq.ParquetWriter(
             path,
-            SCHEMA.with_metadata(kv),
+            SCHEMA,
             compression="zstd",
-            # first witnesses come in time order: their deltas are small
-            use_dictionary=[c for c in SCHEMA.names if c != "ts"],
-            column_encoding={"ts": "DELTA_BINARY_PACKED"},
+            compression_level=ZSTD_LEVEL,
+            use_dictionary=[c for c in SCHEMA.names if c not in ENCODINGS],
+            column_encoding=ENCODINGS,
+            # readers take whole kinds and know the schema: no statistics, no Arrow schema
+            write_statistics=False,
+            store_schema=False,
         ) as w:
             batch: list[pa.Table] = []
             rows = 0
@@ -111,7 +123,7 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
                         if f.name == "record":
                             arrays.append(pa.DictionaryArray.from_arrays(code, kinds))
                         elif f.name in cols:
-                            arrays.append(pa.array(cols[f.name][lo:hi], f.type))
+                            arrays.append(cols[f.name][lo:hi])
                         else:
                             arrays.append(pa.nulls(hi - lo, f.type))
                     batch.append(pa.Table.from_arrays(arrays, schema=SCHEMA))
@@ -121,6 +133,7 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
                         batch, rows = [], 0
             if batch:
                 w.write_table(pa.concat_tables(batch), row_group_size=GROUP_ROWS)
+            w.add_key_value_metadata(kv)  # in the Parquet footer (no Arrow schema to carry it)
     except (pa.ArrowException, OSError) as e:
         raise TraceError(path, f"cannot write: {str(e).splitlines()[0]}") from e
     return Path(path)
@@ -129,14 +142,14 @@ def write_summary(path: str | Path, order: Order, filters: dict[str, Any]) -> Pa
 def read_summary(path: str | Path) -> tuple[Order, dict[str, Any]]:
     """Load a summary file: its Order and the filters it was made with."""
     path = Path(path)
-    pf = _open(path)
+    pf = _open(path, read_dictionary=["record"])
     kv = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
     version = kv.get(SUMMARY_KEY)
     if version != str(SUMMARY_VERSION):
         raise TraceError(
             path,
             f"summary format version {version!r} is not supported "
-            f"(this lktrace reads {SUMMARY_VERSION})",
+            f"(this lktrace reads {SUMMARY_VERSION}): summarize the trace again",
         )
     try:
         traces = json.loads(kv[f"{META_PREFIX}traces"])
@@ -175,19 +188,23 @@ def read_summary(path: str | Path) -> tuple[Order, dict[str, Any]]:
             meta = TraceMeta(**t["meta"])
             info = TraceInfo(t["path"], meta, t["events"], t["first_ns"], t["last_ns"])
             order.traces.append(info)
+        counts = np.zeros(0, np.int64)
         for name, cols in TABLES.items():
             table = rows_of(name, list(cols))
-            order.tables[name] = {
-                c: table[c].to_numpy().astype(np.int64) if table else np.zeros(0, np.int64)
-                for c in cols
-            }
+            order.tables[name] = (
+                unpack(name, {c: table[c] for c in cols}, counts)
+                if table
+                else {c: np.zeros(0, np.int64) for c in cols}
+            )
+            if name == "orderings":
+                counts = order.tables[name]["count"]
         for rec, attr in [*_VOCABS, ("stack", "stacks")]:
             table = rows_of(rec, ["text"])
             text = table["text"].to_pylist() if table else []
             if rec == "stack":
                 text = [s.split("\n") if s else [] for s in text]
             setattr(order, attr, text)
-    except (KeyError, ValueError, TypeError, pa.ArrowException) as e:
+    except (KeyError, IndexError, ValueError, TypeError, pa.ArrowException) as e:
         raise TraceError(path, f"malformed lock-order summary ({e})") from e
     return order, filters
 

@@ -5,14 +5,20 @@ The per-trace part, :func:`order_of`, reads a trace slice by slice (or loads
 its summary) and returns its :class:`~lktrace.replay.order.Order`: what
 travels back from a worker is a summary, never events.  Merging the Orders
 in input order makes the result the same, byte for byte, however and
-wherever they were computed.
+wherever they were computed.  A worker's task is a few consecutive files,
+whose Orders it merges before sending them back, and the client merges what
+comes back a batch at a time, as it comes in: so the client neither holds
+every run's Order (each run's vocabularies of call sites and stacks, the same
+in most runs, are kept once per batch) nor merges each run itself.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +52,9 @@ def orders(
     dask: str | None = None,
     progress: Callable[[int], None] | None = None,
     done: Callable[[Path], None] | None = None,
-) -> list[Order]:
-    """The Order of each of ``paths``, in order.
+) -> Iterator[Order]:
+    """The Orders of ``paths``, in order, each as soon as it is in: one per file, or with
+    several workers one per task (consecutive files, merged).
 
     ``workers`` > 1 computes them in that many local processes; ``dask`` is
     the address of a Dask scheduler, or ``local`` for a LocalCluster of
@@ -56,26 +63,57 @@ def orders(
     """
     names = [str(p) for p in paths]
     if dask:
-        return _on_dask(names, filters, dask, workers, done)
-    if workers <= 1 or len(names) <= 1:
-        out = []
+        yield from _on_dask(names, filters, dask, workers, done)
+    elif workers <= 1 or len(names) <= 1:
         for p in names:
-            out.append(order_of(p, filters, progress))
+            yield order_of(p, filters, progress)
             if done:
                 done(Path(p))
-        return out
-    with ProcessPoolExecutor(min(workers, len(names))) as pool:
-        return _collect(names, [pool.submit(order_of, p, filters) for p in names], done)
+    else:
+        tasks = split_tasks(names, workers)
+        with ProcessPoolExecutor(min(workers, len(tasks))) as pool:
+            yield from _collect(tasks, [pool.submit(task_order, t, filters) for t in tasks], done)
 
 
-def _collect(names: list[str], futures: list, done: Callable[[Path], None] | None) -> list[Order]:
-    """The futures' results in input order, telling ``done`` as each file is in."""
-    out = []
-    for p, f in zip(names, futures, strict=True):
-        out.append(f.result())
-        if done:
+#: Files per worker task, at most (fewer when that leaves a worker under four tasks).
+TASK_FILES = 16
+
+
+def split_tasks(names: list[str], workers: int) -> list[list[str]]:
+    """``names`` cut into runs of consecutive files, one per task."""
+    size = max(1, min(TASK_FILES, len(names) // (4 * max(workers, 1))))
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def task_order(names: list[str], filters: Filters) -> Order:
+    """A worker's task: the merged Order of consecutive files."""
+    return merge([order_of(p, filters) for p in names])
+
+
+def _collect(
+    tasks: list[list[str]], futures: list, done: Callable[[Path], None] | None
+) -> Iterator[Order]:
+    """The futures' results in task order, telling ``done`` as each file is in; a future
+    is let go once its result is taken."""
+    pending = deque(futures)
+    del futures[:]
+    for names in tasks:
+        yield pending.popleft().result()
+        for p in names if done else ():
             done(Path(p))
-    return out
+
+
+#: Orders merged together in the client as they come in.
+BATCH = 32
+
+
+def merged(found: Iterable[Order]) -> Order:
+    """:func:`~lktrace.replay.order.merge` of ``found``, a batch at a time (the same Order)."""
+    it = iter(found)
+    parts = []
+    while batch := list(islice(it, BATCH)):
+        parts.append(merge(batch))
+    return merge(parts)
 
 
 def _on_dask(
@@ -84,7 +122,7 @@ def _on_dask(
     address: str,
     workers: int,
     done: Callable[[Path], None] | None,
-) -> list[Order]:
+) -> Iterator[Order]:
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as e:
@@ -103,7 +141,9 @@ def _on_dask(
         except OSError as e:
             raise TraceError(address, f"cannot reach the Dask scheduler: {e}") from e
     try:
-        return _collect(names, client.map(order_of, names, filters=filters, pure=False), done)
+        tasks = split_tasks(names, sum(client.nthreads().values()) or workers)
+        futures = client.map(task_order, tasks, filters=filters, pure=False)
+        yield from _collect(tasks, futures, done)
     finally:
         client.close()
         if cluster is not None:
@@ -113,7 +153,7 @@ def _on_dask(
 def order_state(paths: Sequence[Path], opts: Filters, **how: Any) -> OrderState:
     """The replay state of ``paths`` (traces or summaries, mixed), merged; ``how`` as
     :func:`orders` takes it."""
-    return OrderState(merge(orders(paths, opts, **how)), opts)
+    return OrderState(merged(orders(paths, opts, **how)), opts)
 
 
 def default_workers(n_files: int) -> int:

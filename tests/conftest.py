@@ -7,9 +7,11 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lktrace.replay import dot
+from lktrace.replay.order import TABLES, VOCABULARIES, Order
 from lktrace.trace import TraceMeta, write_trace
 
 # (tid, event, lock) or (tid, event, lock, api); lock is a name: "pci:..." names a
@@ -95,3 +97,14 @@ def renderer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     if request.param == "fallback":
         monkeypatch.setattr(dot.shutil, "which", lambda name: None)
     return request.param
+
+
+def assert_same_order(a: Order, b: Order) -> None:
+    """Every table column, value for value and as int64, every vocabulary and trace."""
+    for t, cols in TABLES.items():
+        for c in cols:
+            assert b[t][c].dtype == np.int64, (t, c)
+            assert np.array_equal(a[t][c], b[t][c]), (t, c)
+    for v in VOCABULARIES:
+        assert getattr(a, v) == getattr(b, v), v
+    assert [t.__dict__ for t in a.traces] == [t.__dict__ for t in b.traces]

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_same_order
 from typer.testing import CliRunner
 
 from lktrace.cli import app
 from lktrace.orderfile import read_summary, write_summary
 from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.diff import compare, sides
-from lktrace.replay.fleet import order_state
+from lktrace.replay.fleet import merged, order_state, split_tasks
 from lktrace.replay.order import merge
 from lktrace.replay.orderstate import OrderState
 from lktrace.replay.reduce import summarize_trace
@@ -102,6 +103,14 @@ def test_summary_round_trip(sims, tmp_path):
         assert analysis(OrderState(again, opts), opts).to_dict() == want
 
 
+def test_merged_in_batches_is_one_merge(sims, monkeypatch):
+    """The fleet merges Orders a batch at a time as they come in: the same Order."""
+    monkeypatch.setattr("lktrace.replay.fleet.BATCH", 2)
+    found = [summarize_trace(p) for p in [*(sims[s] for s in SCENARIOS), *LAB[:3]]]
+    assert_same_order(merged(found), merge(found))
+    assert merged(found[:1]) is found[0]
+
+
 def test_diff_on_orders_matches_positional(sims):
     opts = Options()
     old, new = [sims["stock-sequential"], sims["stock-selfdeadlock"]], [sims["patched"]]
@@ -163,7 +172,8 @@ def fleet(tmp_path: Path, n: int) -> Path:
 
 
 def test_fleet_workers_same_json(tmp_path):
-    runs = fleet(tmp_path, 6)
+    runs = fleet(tmp_path, 16)
+    assert {len(t) for t in split_tasks(sorted(map(str, runs.iterdir())), 2)} == {2}  # 2 a task
     one = run_cli("analyze", "-f", "json", "--workers", "1", str(runs))
     two = run_cli("analyze", "-f", "json", "--workers", "2", str(runs))
     assert one == two and one[0] == 1
@@ -171,7 +181,7 @@ def test_fleet_workers_same_json(tmp_path):
 
 def test_fleet_on_dask_local_cluster(tmp_path):
     pytest.importorskip("dask.distributed")
-    runs = fleet(tmp_path, 4)
+    runs = fleet(tmp_path, 16)  # tasks of 2 runs on 2 workers
     one = run_cli("analyze", "-f", "json", "--workers", "1", str(runs))
     dask = run_cli("analyze", "-f", "json", "--dask", "local", "--workers", "2", str(runs))
     assert dask == one
