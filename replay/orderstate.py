@@ -158,8 +158,8 @@ class OrderState(ReplayState):
         self._rep_row = np.r_[np.arange(n_rows), has_other]  # ordering of each witness pair
         self.no_releases = [Path(t.path).name for t in o.traces if not t.releases]
         self.task_file = task_df["file"].to_numpy()
-        self._tids = task_df["tid"].tolist()
-        self._comms = task_df["comm"].tolist()
+        self.task_tids = task_df["tid"].tolist()
+        self.task_comms = task_df["comm"].tolist()
 
     # -- the state the finders read ------------------------------------------
 

@@ -1,0 +1,83 @@
+"""Integer keys for matching the two sides of ``lktrace diff``.
+
+Both sides intern their lock keys (:func:`~lktrace.replay.identity.lock_key`)
+and call paths into one :class:`Vocab` each, shared by the sides, so that a
+lock or a path has the same code in both traces.  A row of codes such as
+(edge, call path) then becomes one int64 with :func:`pair_keys`, and sets of
+rows are matched with numpy: no Python object per ordering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Vocab:
+    """Values (lock keys, call paths) interned to codes that both sides share."""
+
+    def __init__(self) -> None:
+        self.values: list = []
+        self._codes: dict[Hashable, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def codes(self, values: Iterable[Hashable]) -> np.ndarray:
+        """The codes of ``values``, interning the new ones."""
+        out = []
+        for v in values:
+            code = self._codes.get(v)
+            if code is None:
+                code = self._codes[v] = len(self.values)
+                self.values.append(v)
+            out.append(code)
+        return np.asarray(out, np.int64)
+
+    def code(self, value: Hashable) -> int:
+        """The code of ``value``; -1 when neither side has it."""
+        return self._codes.get(value, -1)
+
+    def ranks(self) -> np.ndarray:
+        """Per code, the rank of its value in sorted order (codes then sort as values do)."""
+        order = sorted(range(len(self.values)), key=self.values.__getitem__)
+        out = np.empty(len(order), np.int64)
+        out[order] = np.arange(len(order))
+        return out
+
+
+def pack(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Two codes below 2**31 (from and to lock, lock and call path) as one int64, ordered as
+    the pairs are."""
+    return np.asarray(hi, np.int64) << 31 | np.asarray(lo, np.int64)
+
+
+def unpack(packed):
+    """The two codes of :func:`pack`."""
+    return packed >> 31, packed & (1 << 31) - 1
+
+
+def pair_keys(*rows: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Per (major, minor) column pair, one int64 per row: equal where both columns are,
+    ordered as the rows are, comparable across the pairs given (minors are codes)."""
+    majors = np.concatenate([m for m, _ in rows])
+    width = max((int(n.max()) + 1 for _, n in rows if len(n)), default=1)
+    _, rank = np.unique(majors, return_inverse=True)
+    keys = rank.ravel().astype(np.int64) * width + np.concatenate([n for _, n in rows])
+    return np.split(keys, np.cumsum([len(m) for m, _ in rows])[:-1])
+
+
+def isin_rows(rows: tuple[np.ndarray, np.ndarray], among: tuple[np.ndarray, np.ndarray]):
+    """Whether each (major, minor) row of ``rows`` is one of the rows ``among``."""
+    mine, theirs = pair_keys(rows, among)
+    return np.isin(mine, theirs)
+
+
+@dataclass
+class Vocabs:
+    """The vocabularies the two sides of a diff share: lock keys and call paths."""
+
+    locks: Vocab = field(default_factory=Vocab)
+    paths: Vocab = field(default_factory=Vocab)
