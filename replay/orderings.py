@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
+from lktrace.replay.arrays import run_starts
 from lktrace.replay.changes import OrderingChange
 from lktrace.replay.graph import Graph
 from lktrace.replay.keys import pack, pair_keys, unpack
@@ -64,8 +65,7 @@ class Orderings:
         edge, pcode = pack(src[keep], dst[keep]), path[p[keep]]
         [key] = pair_keys((edge, pcode))
         order = np.argsort(key, kind="stable")
-        sk = key[order]
-        starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])[: len(sk)]
+        starts = run_starts(key[order])
         at = order[starts]  # each key's first row
         e = e[keep[at]]
         on = (
