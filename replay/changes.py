@@ -11,11 +11,11 @@ docs/drafts/diff.md documents each field.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from lktrace.jsontext import dumps
 from lktrace.replay.findings import Witness
 from lktrace.replay.paths import CallPath
 
@@ -210,22 +210,21 @@ class Diff:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            k: [x.to_dict() for x in v] if k in LISTINGS else v
-            for k, v in self._document().items()
+            k: [x.to_dict() for x in v] if k in LISTINGS else v for k, v in self._document().items()
         }
 
     def write_json(self, out: TextIO, **head: Any) -> None:
-        """Write ``{**head, **to_dict()}`` as ``json.dumps(..., indent=2)`` does, one entry
-        of a listing at a time: a million orderings are never one string."""
+        """Write ``{**head, **to_dict()}`` as ``json.dumps(..., indent=2)`` does
+        (:func:`~lktrace.jsontext.dumps`), one entry of a listing at a time: a million
+        orderings are never one string."""
         doc = {**head, **self._document()}
         for i, (key, value) in enumerate(doc.items()):
-            out.write(("," if i else "{") + "\n  " + json.dumps(key) + ": ")
+            out.write(("," if i else "{") + "\n  " + dumps(key) + ": ")
             if key not in LISTINGS:
-                out.write(json.dumps(value, indent=2).replace("\n", "\n  "))
+                out.write(dumps(value, "  "))
                 continue
             for j, entry in enumerate(value):
-                text = json.dumps(entry.to_dict(), indent=2).replace("\n", "\n    ")
-                out.write(("," if j else "[") + "\n    " + text)
+                out.write(("," if j else "[") + "\n    " + dumps(entry.to_dict(), "    "))
             out.write("\n  ]" if value else "[]")
         out.write("\n}\n")
 

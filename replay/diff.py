@@ -41,7 +41,7 @@ from lktrace.replay.changes import (
 )
 from lktrace.replay.findings import Inversion
 from lktrace.replay.identity import CycleKey, lock_key
-from lktrace.replay.keys import Vocabs, pack, unpack
+from lktrace.replay.keys import Vocabs, member, pack, unpack
 from lktrace.replay.orderings import ENTRY, OrderingChanges
 from lktrace.replay.side import Key, Side
 from lktrace.replay.state import ReplayState, replay
@@ -161,16 +161,19 @@ def _only(
         cols["level"].append(np.full(len(rows), i))
         cols["row"].append(rows)
         cols["witness"].append(at)
-        cols["edge_in_both"].append(np.isin(edge, theirs.edge))
-        cols["exercised"].append(np.isin(pack(src, path), other.taken[level]))
-        cols["sort"].append(np.c_[np.full(len(rows), i), lock_rank[src], lock_rank[dst], path_rank[path]])
+        cols["edge_in_both"].append(member(edge, theirs.edge))
+        cols["exercised"].append(member(pack(src, path), other.taken[level]))
+        order_by = np.full(len(rows), i), lock_rank[src], lock_rank[dst], path_rank[path]
+        cols["sort"].append(np.stack(order_by, axis=1))
     joined = {c: np.concatenate(v) for c, v in cols.items()}
     by = joined.pop("sort")
     order = np.lexsort(by.T[::-1])
     return OrderingChanges(side, **joined).where(order)
 
 
-def _pick(changes: OrderingChanges, exercised: bool, in_both: bool | None = None) -> OrderingChanges:
+def _pick(
+    changes: OrderingChanges, exercised: bool, in_both: bool | None = None
+) -> OrderingChanges:
     """The entries whose call path the other trace ran (or not), whose edge is in both
     traces (or not; either when None)."""
     mask = changes.cols["exercised"] == exercised

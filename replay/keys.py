@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lktrace.replay.arrays import run_starts
+
 
 class Vocab:
     """Values (lock keys, call paths) interned to codes that both sides share."""
@@ -69,10 +71,28 @@ def pair_keys(*rows: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
     return np.split(keys, np.cumsum([len(m) for m, _ in rows])[:-1])
 
 
-def isin_rows(rows: tuple[np.ndarray, np.ndarray], among: tuple[np.ndarray, np.ndarray]):
-    """Whether each (major, minor) row of ``rows`` is one of the rows ``among``."""
-    mine, theirs = pair_keys(rows, among)
-    return np.isin(mine, theirs)
+def member(values: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in the sorted array ``among`` (binary search: faster
+    than hashing for millions of rows)."""
+    if not len(among):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(among, values), len(among) - 1)
+    return among[at] == values
+
+
+def rows_in(rows: tuple[np.ndarray, np.ndarray], among: tuple[np.ndarray, np.ndarray]):
+    """Whether each (major, minor) row of ``rows`` is one of the rows ``among``, which are
+    sorted by (major, minor); minors are codes."""
+    major, minor = among
+    if not len(major):
+        return np.zeros(len(rows[0]), bool)
+    starts = run_starts(major)
+    majors = major[starts]
+    width = max(int(minor.max()), int(rows[1].max(initial=0))) + 1
+    rank = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.r_[starts, len(major)]))
+    at = np.searchsorted(majors, rows[0])
+    found = majors[np.minimum(at, len(majors) - 1)] == rows[0]
+    return found & member(at * width + rows[1], rank * width + minor)
 
 
 @dataclass

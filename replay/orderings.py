@@ -12,7 +12,7 @@ orderings a diff lists become Python objects, one at a time as they are read
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
@@ -21,7 +21,7 @@ import numpy as np
 from lktrace.replay.arrays import run_starts
 from lktrace.replay.changes import OrderingChange
 from lktrace.replay.graph import Graph
-from lktrace.replay.keys import pack, pair_keys, unpack
+from lktrace.replay.keys import pack, pair_keys, rows_in, unpack
 from lktrace.replay.state import ReplayState
 from lktrace.replay.witnesses import Witnesses
 
@@ -95,8 +95,7 @@ class Orderings:
     def missing_from(self, other: Orderings) -> np.ndarray:
         """The listed rows whose ordering ``other`` lacks."""
         rows = np.flatnonzero(self.listed)
-        mine, theirs = pair_keys((self.edge[rows], self.path[rows]), (other.edge, other.path))
-        return rows[~np.isin(mine, theirs)]
+        return rows[~rows_in((self.edge[rows], self.path[rows]), (other.edge, other.path))]
 
     def witness_rows(self, rows: np.ndarray) -> np.ndarray:
         """Where listed ``rows`` are in :attr:`witnesses`."""
@@ -108,6 +107,8 @@ def taken_codes(lock: np.ndarray, path: np.ndarray) -> np.ndarray:
     return np.unique(pack(lock, path))
 
 
+#: Entries made into objects at a time when iterating.
+CHUNK = 4096
 #: The columns of :class:`OrderingChanges`, one value per entry.
 ENTRY = ("level", "row", "witness", "edge_in_both", "exercised")
 
@@ -132,21 +133,36 @@ class OrderingChanges(Sequence[OrderingChange]):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return self.where(np.arange(len(self))[i])
-        c, side = self.cols, self.side
-        lv = side.levels[c["level"][i]]
-        o, r = side.orderings[lv], int(c["row"][i])
-        src, dst = unpack(int(o.edge[r]))
-        locks = side.vocabs.locks.values
-        return OrderingChange(
-            lv,
-            locks[src],
-            locks[dst],
-            side.vocabs.paths.values[o.path[r]],
-            int(o.count[r]),
-            bool(c["edge_in_both"][i]),
-            bool(c["exercised"][i]),
-            o.witnesses[int(c["witness"][i])],
-        )
+        return self._make(np.array([range(len(self))[i]]))[0]
+
+    def __iter__(self) -> Iterator[OrderingChange]:
+        for start in range(0, len(self), CHUNK):
+            yield from self._make(np.arange(start, min(start + CHUNK, len(self))))
+
+    def _make(self, pick: np.ndarray) -> list[OrderingChange]:
+        """The entries at positions ``pick``, as objects."""
+        side = self.side
+        locks, paths = side.vocabs.locks.values, side.vocabs.paths.values
+        c = {k: v[pick] for k, v in self.cols.items()}
+        out: list[OrderingChange] = [None] * len(pick)  # type: ignore[list-item]
+        for code in np.unique(c["level"]).tolist():
+            level = side.levels[code]
+            at = np.flatnonzero(c["level"] == code)
+            o, rows = side.orderings[level], c["row"][at]
+            src, dst = unpack(o.edge[rows])
+            for k, s, d, p, n, both, ran, w in zip(
+                at.tolist(),
+                src.tolist(),
+                dst.tolist(),
+                o.path[rows].tolist(),
+                o.count[rows].tolist(),
+                c["edge_in_both"][at].tolist(),
+                c["exercised"][at].tolist(),
+                o.witnesses.take(c["witness"][at]),
+                strict=True,
+            ):
+                out[k] = OrderingChange(level, locks[s], locks[d], paths[p], n, both, ran, w)
+        return out
 
     def where(self, pick: np.ndarray) -> OrderingChanges:
         """The entries ``pick`` (a mask or positions), in that order."""

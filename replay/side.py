@@ -20,7 +20,7 @@ from lktrace.replay.analyze import Options, analysis
 from lktrace.replay.changes import NESTING_KINDS, Nesting
 from lktrace.replay.histogram import class_times
 from lktrace.replay.identity import cycle_identity, lock_key
-from lktrace.replay.keys import Vocabs, pack
+from lktrace.replay.keys import Vocabs, member, pack
 from lktrace.replay.orderings import Orderings, taken_codes
 from lktrace.replay.paths import CallPath
 from lktrace.replay.state import ReplayState
@@ -102,9 +102,7 @@ class Side:
     def ran(self, level: str, lock: str, path: CallPath) -> bool:
         """Whether this side took ``lock`` on call path ``path``."""
         lk, p = self.vocabs.locks.code(lock), self.vocabs.paths.code(path)
-        codes = self.taken[level]
-        at = int(np.searchsorted(codes, pack(lk, p)))
-        return lk >= 0 and p >= 0 and at < len(codes) and codes[at] == pack(lk, p)
+        return lk >= 0 and p >= 0 and bool(member(pack([lk], [p]), self.taken[level])[0])
 
     def nesting_at(self, lock: str, path: CallPath) -> Nesting:
         """How ``path`` nested ``lock`` here: as found, ``none`` or ``unseen``.

@@ -27,44 +27,66 @@ class Witnesses:
         hold, pos = state.pairs.hold[p], state.pairs.attempt[p]
         origin = h.origin[hold]
         at = np.maximum(origin, 0)
-        self.src, self.dst = state.edge_nodes(level, p)
-        self.src_class, self.dst_class = h.cls[hold], ev.cls[pos]
-        self.src_name, self.dst_name = ev.inst_name[h.inst[hold]], ev.name[pos]
-        self.task, self.ts, self.pos_file = ev.task[pos], ev.ts[pos], ev.file[pos]
-        self.caller, self.stack = ev.caller[pos], ev.stack[pos]
-        self.held = origin >= 0  # where the held lock was taken is known
-        self.held_caller, self.held_stack, self.held_file = ev.caller[at], ev.stack[at], ev.file[at]
+        src, dst = state.edge_nodes(level, p)
+        self.cols = {  # in the order take() unpacks them
+            "src": src,
+            "dst": dst,
+            "src_class": h.cls[hold],
+            "dst_class": ev.cls[pos],
+            "src_name": ev.inst_name[h.inst[hold]],
+            "dst_name": ev.name[pos],
+            "task": ev.task[pos],
+            "ts": ev.ts[pos],
+            "file": ev.file[pos],
+            "caller": ev.caller[pos],
+            "stack": ev.stack[pos],
+            "held": origin >= 0,  # where the held lock was taken is known: the held_* columns
+            "held_caller": ev.caller[at],
+            "held_stack": ev.stack[at],
+            "held_file": ev.file[at],
+        }
         self.labels = state.graphs[level].labels
         self.classes, self.names, self.callers = ev.classes, ev.names, ev.callers
         self.traces = ev.traces  # metadata only: the file names and stack tables
         self.tids, self.comms = state.task_tids, state.task_comms
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self.cols["ts"])
 
     def __getitem__(self, i: int) -> Witness:
-        traces, task, f = self.traces, int(self.task[i]), int(self.pos_file[i])
-        held = bool(self.held[i])
-        return Witness(
-            src=self.labels[self.src[i]],
-            dst=self.labels[self.dst[i]],
-            src_class=self.classes[self.src_class[i]],
-            dst_class=self.classes[self.dst_class[i]],
-            src_name=self.names[self.src_name[i]],
-            dst_name=self.names[self.dst_name[i]],
-            tid=self.tids[task],
-            comm=self.comms[task],
-            ts_ns=int(self.ts[i]),
-            caller=self.callers[self.caller[i]],
-            held_caller=self.callers[self.held_caller[i]] if held else "",
-            stack=traces[f].stack(int(self.stack[i])),
-            held_stack=traces[self.held_file[i]].stack(int(self.held_stack[i])) if held else [],
-            file=str(traces[f].path),
-        )
+        return self.take(np.array([range(len(self))[i]]))[0]
+
+    def take(self, rows: np.ndarray) -> list[Witness]:
+        """The witnesses at ``rows``."""
+        labels, classes, names, callers = self.labels, self.classes, self.names, self.callers
+        traces, tids, comms = self.traces, self.tids, self.comms
+        out = []
+        for src, dst, sc, dc, sn, dn, task, ts, f, caller, stack, held, hc, hs, hf in zip(
+            *(col[rows].tolist() for col in self.cols.values()), strict=True
+        ):
+            out.append(
+                Witness(
+                    src=labels[src],
+                    dst=labels[dst],
+                    src_class=classes[sc],
+                    dst_class=classes[dc],
+                    src_name=names[sn],
+                    dst_name=names[dn],
+                    tid=tids[task],
+                    comm=comms[task],
+                    ts_ns=ts,
+                    caller=callers[caller],
+                    held_caller=callers[hc] if held else "",
+                    stack=traces[f].stack(stack),
+                    held_stack=traces[hf].stack(hs) if held else [],
+                    file=str(traces[f].path),
+                )
+            )
+        return out
 
     def on_classes(self, classes: set[str]) -> np.ndarray:
         """Whether each witness has a lock of one of ``classes`` (all when none are given)."""
         if not classes:
             return np.ones(len(self), bool)
         wanted = [i for i, c in enumerate(self.classes) if c in classes]
-        return np.isin(self.src_class, wanted) | np.isin(self.dst_class, wanted)
+        return np.isin(self.cols["src_class"], wanted) | np.isin(self.cols["dst_class"], wanted)
