@@ -61,11 +61,12 @@ def scale_trace(shape: str, events: int, seed: int = 1) -> Path:
     return path
 
 
-def child(argv: list[str], head: int = -1) -> tuple[float, float, str]:
-    """Run ``argv``; wall seconds, peak RSS (MiB) and stdout (its first ``head`` characters)."""
+def child(argv: list[str], head: int = -1, cwd: str | None = None) -> tuple[float, float, str]:
+    """Run ``argv`` (in ``cwd``); wall seconds, peak RSS (MiB) and stdout (its first ``head``
+    characters)."""
     with tempfile.TemporaryFile("w+") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out)
+        proc = subprocess.Popen(argv, stdout=out, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
         if os.waitstatus_to_exitcode(status) not in (0, 1):
@@ -160,9 +161,11 @@ def memory(big: int | None, diff: bool, baseline: str | None) -> None:
         a, b = scale_trace("issue", 10_000_000, 1), scale_trace("issue", 10_000_000, 2)
         pythons = {"baseline": baseline} if baseline else {}
         for what, pair in (("with itself", (a, a)), ("seeds 1 and 2", (a, b))):
+            paths = [str(p.resolve()) for p in pair]
             for tree, python in {**pythons, "this tree": sys.executable}.items():
-                cmd = [python, "-m", "lktrace", "diff", "-f", "json", *map(str, pair)]
-                wall, rss, text = child(cmd, head=1 << 20)
+                cmd = [python, "-m", "lktrace", "diff", "-f", "json", *paths]
+                # away from this tree: ``-m`` would import the lktrace/ in the working directory
+                wall, rss, text = child(cmd, head=1 << 20, cwd=tempfile.gettempdir())
                 listed = sum(_diff_head(text, "summary").values())
                 verdict = _diff_head(text, "verdict")
                 print(f"diff {what} ({tree}): {wall:.1f} s, peak RSS {rss:.0f} MiB, "
