@@ -2,9 +2,10 @@
 
 Both sides intern their lock keys (:func:`~lktrace.replay.identity.lock_key`)
 and call paths into one :class:`Vocab` each, shared by the sides, so that a
-lock or a path has the same code in both traces.  A row of codes such as
-(edge, call path) then becomes one int64 with :func:`pair_keys`, and sets of
-rows are matched with numpy: no Python object per ordering.
+lock or a path has the same code in both traces.  Two codes pack into one
+int64 (:func:`pack`: an edge, or a lock and a call path), and sorted arrays
+of them are matched by binary search (:func:`member`, :func:`rows_in`): no
+Python object per ordering.
 """
 
 from __future__ import annotations
@@ -56,19 +57,9 @@ def pack(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return np.asarray(hi, np.int64) << 31 | np.asarray(lo, np.int64)
 
 
-def unpack(packed):
+def unpack(packed: np.ndarray | int) -> tuple:
     """The two codes of :func:`pack`."""
     return packed >> 31, packed & (1 << 31) - 1
-
-
-def pair_keys(*rows: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
-    """Per (major, minor) column pair, one int64 per row: equal where both columns are,
-    ordered as the rows are, comparable across the pairs given (minors are codes)."""
-    majors = np.concatenate([m for m, _ in rows])
-    width = max((int(n.max()) + 1 for _, n in rows if len(n)), default=1)
-    _, rank = np.unique(majors, return_inverse=True)
-    keys = rank.ravel().astype(np.int64) * width + np.concatenate([n for _, n in rows])
-    return np.split(keys, np.cumsum([len(m) for m, _ in rows])[:-1])
 
 
 def member(values: np.ndarray, among: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from lktrace.replay.arrays import run_starts
 from lktrace.replay.changes import OrderingChange
 from lktrace.replay.graph import Graph
-from lktrace.replay.keys import pack, pair_keys, rows_in, unpack
+from lktrace.replay.keys import pack, rows_in, unpack
 from lktrace.replay.state import ReplayState
 from lktrace.replay.witnesses import Witnesses
 
@@ -63,9 +63,8 @@ class Orderings:
         src, dst = lock[graph.src[e]], lock[graph.dst[e]]
         keep = np.flatnonzero(src != dst)
         edge, pcode = pack(src[keep], dst[keep]), path[p[keep]]
-        [key] = pair_keys((edge, pcode))
-        order = np.argsort(key, kind="stable")
-        starts = run_starts(key[order])
+        order = np.lexsort((pcode, edge))  # stable: a key's first row stays first
+        starts = run_starts(edge[order], pcode[order])
         at = order[starts]  # each key's first row
         e = e[keep[at]]
         on = (
