@@ -22,11 +22,13 @@ three unless ``--shapes``) and the lab's, then ``lktrace analyze`` on each
 summary and on its trace: time, peak RSS, and how much smaller the summary is.
 
 Memory: ``--big 100000000`` also analyses one trace of that many events
-(issue shape) and ``--diff`` diffs two 10 M traces (issue shape, seeds 1
-and 2), reporting time and peak RSS.
+(issue shape) and ``--diff`` diffs 10 M traces (issue shape: seed 1 with
+itself, and seeds 1 and 2, which differ in 0.7 M orderings), reporting time
+and peak RSS; ``--baseline PYTHON`` runs the same diffs first with another
+tree's interpreter (say a checkout of main), for a before/after in one run.
 
     python3 bench/bench_analyze.py [--shapes today issue] [--events 10000000] [--no-loop]
-                                   [--big 100000000] [--diff] [--summaries]
+                                   [--big 100000000] [--diff [--baseline PYTHON]] [--summaries]
 """
 
 from __future__ import annotations
@@ -68,17 +70,18 @@ def scale_trace(shape: str, events: int, seed: int = 1) -> Path:
     return path
 
 
-def child(argv: list[str]) -> tuple[float, float, str]:
-    """Run ``argv``; wall seconds, peak RSS (MiB) and stdout."""
+def child(argv: list[str], head: int = -1, cwd: str | None = None) -> tuple[float, float, str]:
+    """Run ``argv`` (in ``cwd``); wall seconds, peak RSS (MiB) and stdout (its first ``head``
+    characters)."""
     with tempfile.TemporaryFile("w+") as out:
         t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out)
+        proc = subprocess.Popen(argv, stdout=out, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t
         if os.waitstatus_to_exitcode(status) not in (0, 1):
             sys.exit(f"failed: {' '.join(argv)}")
         out.seek(0)
-        return wall, usage.ru_maxrss / 1024, out.read()
+        return wall, usage.ru_maxrss / 1024, out.read(head)
 
 
 def bare_read(path: Path) -> None:
@@ -151,8 +154,9 @@ def measure(shape: str, events: int, loop: bool) -> None:
         )
 
 
-def memory(big: int | None, diff: bool) -> None:
-    """Time and peak RSS of analyze on a ``big`` trace, and of diff on two 10 M traces."""
+def memory(big: int | None, diff: bool, baseline: str | None) -> None:
+    """Time and peak RSS of analyze on a ``big`` trace, and of diff on two 10 M traces (and
+    with ``baseline``, another tree's Python, the same diffs by that tree first)."""
     if big:
         path = scale_trace("issue", big)
         wall, rss, text = child(
@@ -164,10 +168,23 @@ def memory(big: int | None, diff: bool) -> None:
         )
     if diff:
         a, b = scale_trace("issue", 10_000_000, 1), scale_trace("issue", 10_000_000, 2)
-        cmd = [sys.executable, "-m", "lktrace", "diff", "-f", "json", str(a), str(b)]
-        wall, rss, text = child(cmd)
-        print(f"diff of two 10,000,000-event traces: {wall:.1f} s, peak RSS {rss:.0f} MiB, "
-              f"verdict {json.loads(text)['verdict']}")  # fmt: skip
+        pythons = {"baseline": baseline} if baseline else {}
+        for what, pair in (("with itself", (a, a)), ("seeds 1 and 2", (a, b))):
+            paths = [str(p.resolve()) for p in pair]
+            for tree, python in {**pythons, "this tree": sys.executable}.items():
+                cmd = [python, "-m", "lktrace", "diff", "-f", "json", *paths]
+                # away from this tree: ``-m`` would import the lktrace/ in the working directory
+                wall, rss, text = child(cmd, head=1 << 20, cwd=tempfile.gettempdir())
+                listed = sum(_diff_head(text, "summary").values())
+                verdict = _diff_head(text, "verdict")
+                print(f"diff {what} ({tree}): {wall:.1f} s, peak RSS {rss:.0f} MiB, "
+                      f"verdict {verdict}, {listed:,} changes listed")  # fmt: skip
+
+
+def _diff_head(text: str, key: str):
+    """One top-level value near the start of a diff's JSON (its listings may be gigabytes)."""
+    marker = f'\n  "{key}": '
+    return json.JSONDecoder().raw_decode(text, text.index(marker) + len(marker))[0]
 
 
 def summaries(shapes: list[str], events: int) -> None:
@@ -199,6 +216,9 @@ def main() -> None:
     parser.add_argument("--no-loop", action="store_true", help="skip the per-event loop")
     parser.add_argument("--big", type=int, help="also analyse one trace of this many events")
     parser.add_argument("--diff", action="store_true", help="also diff two 10 M traces")
+    parser.add_argument(
+        "--baseline", metavar="PYTHON", help="--diff: first with this Python (another tree's)"
+    )
     parser.add_argument("--summaries", action="store_true", help="only: summary sizes")
     parser.add_argument("--child", nargs=2, metavar=("JOB", "TRACE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -212,7 +232,7 @@ def main() -> None:
         return
     for shape in args.shapes or TIMED:
         measure(shape, args.events, not args.no_loop)
-    memory(args.big, args.diff)
+    memory(args.big, args.diff, args.baseline)
 
 
 if __name__ == "__main__":

@@ -365,18 +365,17 @@ def diff(
 
     Both sides are replayed with the same filters, at both graph levels; each is a trace,
     a lock-order summary, a folder or a glob of them."""
-    from lktrace.replay.diff import compare, sides
+    from lktrace.replay.diff import compare, side_pair, sides
     from lktrace.replay.render_diff import render_diff
-    from lktrace.replay.side import Side
 
     files = [expand_traces([side]) for side in (old, new)]
     for p in files[1]:  # a bad new file fails before the old side is analysed
         read_meta(p)
     if fmt.value == "html":  # the pages draw timelines: they need the events
         inputs = [(read_trace(p) for p in side) for side in files]
-        a, b = sides(*inputs, opts, drop_tables=True)
+        a, b = sides(*inputs, opts, drop_tables=True, keep_states=True)
     else:
-        a, b = (Side(replay_files(side, opts, workers, dask), opts) for side in files)
+        a, b = side_pair(lambda side: replay_files(side, opts, workers, dask), files, opts)
     result = compare(a, b)
     if fmt.value == "html":
         from lktrace.replay.report import Page, diff_lines, render_diff_html
@@ -384,7 +383,8 @@ def diff(
         pages = Page(a.state, a.analysis, str(old)), Page(b.state, b.analysis, str(new))
         typer.echo(render_diff_html(*pages, diff_lines(result)), nl=False)
     elif fmt.value == "json":
-        typer.echo(json.dumps({"writer": writer(), **result.to_dict()}, indent=2))
+        result.write_json(sys.stdout, writer=writer())
+        sys.stdout.flush()
     else:
         render_diff(result, out, max_listed)
     raise typer.Exit(1 if result.verdict == "worse" else 0)

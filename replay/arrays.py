@@ -107,3 +107,12 @@ def reduce_counts(frag: dict[str, np.ndarray], by: tuple[str, ...]) -> dict[str,
     codes, first = group_rows(*(frag[c] for c in by))
     n = np.bincount(codes, weights=frag["n"], minlength=len(first)).astype(np.int64)
     return {**{c: frag[c][first] for c in by}, "n": n}
+
+
+def run_starts(*cols: np.ndarray) -> np.ndarray:
+    """Where each run of equal rows begins, in columns sorted by those rows."""
+    same = np.ones(len(cols[0]), bool)  # as the row before
+    same[:1] = False
+    for c in cols:
+        same[1:] &= c[1:] == c[:-1]
+    return np.flatnonzero(~same)

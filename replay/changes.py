@@ -11,9 +11,11 @@ docs/drafts/diff.md documents each field.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
+from lktrace.jsontext import dumps
 from lktrace.replay.findings import Witness
 from lktrace.replay.paths import CallPath
 
@@ -176,12 +178,12 @@ class Diff:
     old: list[dict[str, Any]]  # trace metadata, as ``analyze`` reports it
     new: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
-    edges_added: list[OrderingChange] = field(default_factory=list)
-    edges_removed: list[OrderingChange] = field(default_factory=list)
-    paths_added: list[OrderingChange] = field(default_factory=list)
-    paths_removed: list[OrderingChange] = field(default_factory=list)
-    not_exercised: list[OrderingChange] = field(default_factory=list)
-    new_coverage: list[OrderingChange] = field(default_factory=list)
+    edges_added: Sequence[OrderingChange] = field(default_factory=list)
+    edges_removed: Sequence[OrderingChange] = field(default_factory=list)
+    paths_added: Sequence[OrderingChange] = field(default_factory=list)
+    paths_removed: Sequence[OrderingChange] = field(default_factory=list)
+    not_exercised: Sequence[OrderingChange] = field(default_factory=list)
+    new_coverage: Sequence[OrderingChange] = field(default_factory=list)
     inversions_fixed: list[CycleChange] = field(default_factory=list)
     inversions_introduced: list[CycleChange] = field(default_factory=list)
     inversions_remaining: list[CycleChange] = field(default_factory=list)
@@ -194,13 +196,38 @@ class Diff:
         """How many entries each section holds."""
         return {name: len(getattr(self, name)) for name in SECTIONS}
 
-    def to_dict(self) -> dict[str, Any]:
+    def _document(self) -> dict[str, Any]:
+        """The JSON document's keys in order, the listings not yet converted."""
         return {
             "verdict": self.verdict,
             "old": self.old[0] if len(self.old) == 1 else self.old,
             "new": self.new[0] if len(self.new) == 1 else self.new,
             "summary": self.summary,
             "notes": self.notes,
-            **{name: [x.to_dict() for x in getattr(self, name)] for name in SECTIONS},
-            "timing": [t.to_dict() for t in self.timing],
+            **{name: getattr(self, name) for name in SECTIONS},
+            "timing": self.timing,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: [x.to_dict() for x in v] if k in LISTINGS else v for k, v in self._document().items()
+        }
+
+    def write_json(self, out: TextIO, **head: Any) -> None:
+        """Write ``{**head, **to_dict()}`` as ``json.dumps(..., indent=2)`` does
+        (:func:`~lktrace.jsontext.dumps`), one entry of a listing at a time: a million
+        orderings are never one string."""
+        doc = {**head, **self._document()}
+        for i, (key, value) in enumerate(doc.items()):
+            out.write(("," if i else "{") + "\n  " + dumps(key) + ": ")
+            if key not in LISTINGS:
+                out.write(dumps(value, "  "))
+                continue
+            for j, entry in enumerate(value):
+                out.write(("," if j else "[") + "\n    " + dumps(entry.to_dict(), "    "))
+            out.write("\n  ]" if value else "[]")
+        out.write("\n}\n")
+
+
+#: The keys of the JSON document that list entries (written one by one).
+LISTINGS = frozenset((*SECTIONS, "timing"))

@@ -20,9 +20,11 @@ edges was removed that way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 
 from lktrace.replay.analyze import Options
@@ -34,15 +36,18 @@ from lktrace.replay.changes import (
     DepthChange,
     Diff,
     Nesting,
-    OrderingChange,
     PathStatus,
     Timing,
 )
-from lktrace.replay.findings import Inversion, Witness
+from lktrace.replay.findings import Inversion
 from lktrace.replay.identity import CycleKey, lock_key
+from lktrace.replay.keys import Vocabs, member, pack, unpack
+from lktrace.replay.orderings import ENTRY, OrderingChanges
 from lktrace.replay.side import Key, Side
-from lktrace.replay.state import replay
+from lktrace.replay.state import ReplayState, replay
 from lktrace.trace import Trace
+
+T = TypeVar("T")
 
 
 def diff(
@@ -63,24 +68,42 @@ def sides(
     new: Iterable[Trace],
     opts: Options | None = None,
     drop_tables: bool = False,
+    keep_states: bool = False,
 ) -> tuple[Side, Side]:
     """Both sides replayed and analysed with the same options, for :func:`compare`
-    (and for drawing them).  Both graph levels are always built: orderings are
-    compared at both."""
+    (and, with ``keep_states``, for drawing them).  Both graph levels are always
+    built: orderings are compared at both."""
     opts = replace(opts or Options(), level="both")
-    return tuple(Side(replay(t, opts, drop_tables), opts) for t in (old, new))
+    return side_pair(lambda t: replay(t, opts, drop_tables), (old, new), opts, keep_states)
+
+
+def side_pair(
+    state_of: Callable[[T], ReplayState],
+    inputs: tuple[T, T],
+    opts: Options,
+    keep_states: bool = False,
+) -> tuple[Side, Side]:
+    """The sides of ``inputs`` (old, new), whose states ``state_of`` makes, sharing
+    their vocabularies.  One is built after the other and, unless ``keep_states``,
+    each state is gone once its side is keyed: the two are never in memory at once."""
+    vocabs = Vocabs()
+    old, new = inputs
+    a = Side(state_of(old), opts, vocabs, keep_states)
+    return a, Side(state_of(new), opts, vocabs, keep_states)
 
 
 def compare(a: Side, b: Side) -> Diff:
     """What changed from side ``a`` (old) to side ``b`` (new)."""
+    if a.vocabs is not b.vocabs:
+        raise ValueError("the sides of a diff share their vocabularies: make them with side_pair")
     notes = [f"old: {n}" for n in a.notes] + [f"new: {n}" for n in b.notes]
-    blind = a.state.no_releases + b.state.no_releases
+    blind = a.no_releases + b.no_releases
     if blind:  # held sets, hence orders and nesting, are unknown on that side
         notes.append(f"no release events in {', '.join(blind)}: only wait times are compared")
         return Diff("same", a.analysis.traces, b.analysis.traces, notes, timing=_timing(a, b))
     wanted = a.opts.classes  # --class: only changes on these lock classes
-    added = [c for c in (_ordering(b, a, k) for k in b.only(a)) if _on(wanted, c.witness)]
-    gone = [c for c in (_ordering(a, b, k) for k in a.only(b)) if _on(wanted, c.witness)]
+    ranks = a.vocabs.locks.ranks(), a.vocabs.paths.ranks()
+    added, gone = _only(b, a, wanted, ranks), _only(a, b, wanted, ranks)
 
     fixed, unexercised, remaining, introduced = [], [], [], []
     for key, inv in a.cycles.items():
@@ -105,12 +128,12 @@ def compare(a: Side, b: Side) -> Diff:
         old=a.analysis.traces,
         new=b.analysis.traces,
         notes=notes,
-        edges_added=[c for c in added if c.exercised and not c.edge_in_both],
-        edges_removed=[c for c in gone if c.exercised and not c.edge_in_both],
-        paths_added=[c for c in added if c.exercised and c.edge_in_both],
-        paths_removed=[c for c in gone if c.exercised and c.edge_in_both],
-        not_exercised=[c for c in gone if not c.exercised],
-        new_coverage=[c for c in added if not c.exercised],
+        edges_added=_pick(added, exercised=True, in_both=False),
+        edges_removed=_pick(gone, exercised=True, in_both=False),
+        paths_added=_pick(added, exercised=True, in_both=True),
+        paths_removed=_pick(gone, exercised=True, in_both=True),
+        not_exercised=_pick(gone, exercised=False),
+        new_coverage=_pick(added, exercised=False),
         inversions_fixed=_sorted(fixed),
         inversions_introduced=_sorted(introduced),
         inversions_remaining=_sorted(remaining),
@@ -120,28 +143,48 @@ def compare(a: Side, b: Side) -> Diff:
     )
 
 
-def _on(classes: set[str], w: Witness) -> bool:
-    """Whether an ordering's witness is on one of ``classes`` (all when none are given)."""
-    return not classes or w.src_class in classes or w.dst_class in classes
+def _only(
+    side: Side, other: Side, classes: set[str], ranks: tuple[np.ndarray, np.ndarray]
+) -> OrderingChanges:
+    """The listed orderings of ``side`` that ``other`` lacks, on ``classes`` (their
+    witness; all when none are given), sorted by level, lock keys and call path."""
+    lock_rank, path_rank = ranks
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in (*ENTRY, "sort")}
+    for i, level in enumerate(side.levels):
+        mine, theirs = side.orderings[level], other.orderings[level]
+        rows = mine.missing_from(theirs)
+        at = mine.witness_rows(rows)
+        on = mine.witnesses.on_classes(classes)[at]
+        rows, at = rows[on], at[on]
+        edge, path = mine.edge[rows], mine.path[rows]
+        src, dst = unpack(edge)
+        cols["level"].append(np.full(len(rows), i))
+        cols["row"].append(rows)
+        cols["witness"].append(at)
+        cols["edge_in_both"].append(member(edge, theirs.edge))
+        cols["exercised"].append(member(pack(src, path), other.taken[level]))
+        order_by = np.full(len(rows), i), lock_rank[src], lock_rank[dst], path_rank[path]
+        cols["sort"].append(np.stack(order_by, axis=1))
+    joined = {c: np.concatenate(v) for c, v in cols.items()}
+    by = joined.pop("sort")
+    order = np.lexsort(by.T[::-1])
+    return OrderingChanges(side, **joined).where(order)
+
+
+def _pick(
+    changes: OrderingChanges, exercised: bool, in_both: bool | None = None
+) -> OrderingChanges:
+    """The entries whose call path the other trace ran (or not), whose edge is in both
+    traces (or not; either when None)."""
+    mask = changes.cols["exercised"] == exercised
+    if in_both is not None:
+        mask &= changes.cols["edge_in_both"] == in_both
+    return changes.where(mask)
 
 
 def _ran(side: Side, key: Key) -> bool:
     """Whether ``side`` took the ordering's first lock on its call path."""
-    return (key[0], key[1], key[3]) in side.taken
-
-
-def _ordering(side: Side, other: Side, key: Key) -> OrderingChange:
-    level, src, dst, path = key
-    return OrderingChange(
-        level,
-        src,
-        dst,
-        path,
-        int(side.row(key)["count"]),
-        bool(other.paths_of(key[:3])),
-        _ran(other, key),
-        side.witness(key),
-    )
+    return side.ran(key[0], key[1], key[3])
 
 
 def _status(a: Side, b: Side, key: Key) -> str:

@@ -43,11 +43,22 @@ class Witness:
     file: str
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["from"], d["to"] = d.pop("src"), d.pop("dst")
-        d["from_class"], d["to_class"] = d.pop("src_class"), d.pop("dst_class")
-        d["from_name"], d["to_name"] = d.pop("src_name"), d.pop("dst_name")
-        return d
+        return {
+            "tid": self.tid,
+            "comm": self.comm,
+            "ts_ns": self.ts_ns,
+            "caller": self.caller,
+            "held_caller": self.held_caller,
+            "stack": list(self.stack),
+            "held_stack": list(self.held_stack),
+            "file": self.file,
+            "from": self.src,
+            "to": self.dst,
+            "from_class": self.src_class,
+            "to_class": self.dst_class,
+            "from_name": self.src_name,
+            "to_name": self.dst_name,
+        }
 
 
 #: An ordering is clearly the exception when each step of the other direction

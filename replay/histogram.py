@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.arrays import reduce_counts
+from lktrace.replay.arrays import reduce_counts, run_starts
 from lktrace.replay.holds import Holds
 
 _SUB = 5  # 2**5 buckets per power of two: values within 1.6 %
@@ -62,33 +62,40 @@ def hold_histograms(h: Holds, mask: np.ndarray) -> dict[str, np.ndarray]:
     )
 
 
-def _quantile(buckets: np.ndarray, n: np.ndarray, q: float) -> float:
-    """Linear-interpolated quantile ``q`` of a histogram, as pandas computes it on values."""
-    order = np.argsort(buckets)
-    b, c = buckets[order], np.cumsum(n[order])
-    rank = q * (c[-1] - 1)
-    lo, hi = int(np.floor(rank)), int(np.ceil(rank))
-    x = bucket_value(b[np.searchsorted(c, [lo, hi], side="right")])
-    return float(x[0] + (x[1] - x[0]) * (rank - lo))
+def _quantiles(group: np.ndarray, b: np.ndarray, n: np.ndarray, q: float, groups: int):
+    """Per group (of ``groups``): the linear-interpolated quantile ``q`` of the histogram
+    rows (bucket ``b``, count ``n``) in it, as pandas computes it on values; NaN for a
+    group without rows."""
+    out = np.full(groups, np.nan)
+    if not len(group):
+        return out
+    order = np.lexsort((b, group))
+    group, b, c = group[order], b[order], np.cumsum(n[order])
+    starts = run_starts(group)
+    ends = np.r_[starts[1:], len(group)] - 1
+    base = np.r_[0, c[ends[:-1]]]  # rows of the groups before
+    rank = q * (c[ends] - base - 1)
+    lo, hi = np.floor(rank).astype(np.int64), np.ceil(rank).astype(np.int64)
+    x0, x1 = (bucket_value(b[np.searchsorted(c, base + k, side="right")]) for k in (lo, hi))
+    out[group[starts]] = x0 + (x1 - x0) * (rank - lo)
+    return out
 
 
 def class_times(hist: dict[str, np.ndarray], cls_key: list[str]) -> pd.DataFrame:
     """Per class key: acquisitions, wait and hold time median and p99 (ns; NaN if none)."""
-    key = np.asarray(cls_key, object)[hist["cls"]] if len(hist["cls"]) else np.zeros(0, object)
-    df = pd.DataFrame({"k": key, "kind": hist["kind"], "b": hist["bucket"], "n": hist["n"]})
-    rows = {}
-    for k, g in df.groupby("k", sort=True):
-        row = {"count": int(g["n"][g["kind"] == 0].sum())}
-        for kind, what in ((0, "wait"), (1, "hold")):
-            part = g[g["kind"] == kind]
-            for q in (0.5, 0.99):
-                row[f"{what}_p{round(q * 100)}"] = (
-                    _quantile(part["b"].to_numpy(), part["n"].to_numpy(), q)
-                    if len(part)
-                    else np.nan
-                )
-        rows[k] = row
-    cols = ["count", "wait_p50", "wait_p99", "hold_p50", "hold_p99"]
-    out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+    keys, code = np.unique(np.asarray(cls_key, object), return_inverse=True)
+    group = code.ravel()[hist["cls"]] if len(hist["cls"]) else np.zeros(0, np.int64)
+    kind, b, n = hist["kind"], hist["bucket"], hist["n"]
+    wait = kind == 0
+    cols = {"count": np.bincount(group[wait], weights=n[wait], minlength=len(keys))}
+    for k, what in ((0, "wait"), (1, "hold")):
+        rows = kind == k
+        for q in (0.5, 0.99):
+            cols[f"{what}_p{round(q * 100)}"] = _quantiles(
+                group[rows], b[rows], n[rows], q, len(keys)
+            )
+    seen = np.unique(group)
+    out = pd.DataFrame({c: v[seen] for c, v in cols.items()}, index=keys[seen])
+    out["count"] = out["count"].astype(np.int64)
     out.index.name = "lock_class"
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.arrays import sort_rows
+from lktrace.replay.arrays import run_starts, sort_rows
 from lktrace.replay.events import ATTEMPT, RELEASED, Events
 from lktrace.replay.graph import Graph, Pairs
 from lktrace.replay.holds import Holds, Replay
@@ -159,8 +159,8 @@ class OrderState(ReplayState):
         self._rep_row = np.r_[np.arange(n_rows), has_other]  # ordering of each witness pair
         self.no_releases = [Path(t.path).name for t in o.traces if not t.releases]
         self.task_file = task_df["file"].to_numpy()
-        self._tids = task_df["tid"].tolist()
-        self._comms = task_df["comm"].tolist()
+        self.task_tids = task_df["tid"].tolist()
+        self.task_comms = task_df["comm"].tolist()
 
     # -- the state the finders read ------------------------------------------
 
@@ -272,21 +272,12 @@ class OrderState(ReplayState):
         valid = np.flatnonzero(key >= 0)
         edge = np.searchsorted(graph.src * width + graph.dst, key[valid])
         path = self.hold_paths[self._row_hold[valid]]
-        df = pd.DataFrame(
-            {
-                "e": edge,
-                "p": path,
-                "row": valid,
-                "n": rows["count"][valid],
-                "ts": rows["ts"][valid],
-                "task": rows["task"][valid],
-            }
-        ).sort_values(["e", "p", "ts", "task"], kind="stable")
-        g = df.groupby(["e", "p"], sort=True)
-        first = g["row"].first()
-        e = first.index.get_level_values(0).to_numpy()
-        p = first.index.get_level_values(1).to_numpy()
-        return e, p, first.to_numpy(), g["n"].sum().to_numpy()
+        # per (edge, path): the earliest (ts, task) ordering, and the counts summed
+        order = np.lexsort((rows["task"][valid], rows["ts"][valid], path, edge))
+        e, p = edge[order], path[order]
+        starts = run_starts(e, p)
+        count = np.add.reduceat(rows["count"][valid][order], starts) if len(e) else e
+        return e[starts], p[starts], valid[order[starts]], count
 
     def timing(self) -> dict[str, np.ndarray]:
         return self.order["timing"]

@@ -46,6 +46,7 @@ from lktrace.replay.graph import Graph, Pairs, build_graph, expand_ranges, order
 from lktrace.replay.histogram import hold_histograms
 from lktrace.replay.holds import Holds, Replay, pair
 from lktrace.replay.paths import CallPaths
+from lktrace.replay.witnesses import Witnesses
 from lktrace.trace import Trace
 
 LEVELS = values(Level)
@@ -109,8 +110,8 @@ class ReplayState:
             t.path.name for t in events.traces if t.meta.extra.get("releases") == "no"
         ]
         self.task_file = events.tasks["file"].to_numpy()
-        self._tids = events.tasks["tid"].tolist()
-        self._comms = events.tasks["comm"].tolist()
+        self.task_tids = events.tasks["tid"].tolist()
+        self.task_comms = events.tasks["comm"].tolist()
 
     @property
     def holds(self) -> Holds:
@@ -292,7 +293,7 @@ class ReplayState:
 
     def task(self, task: int) -> tuple[int, str]:
         """(tid, comm) of a task index."""
-        return self._tids[task], self._comms[task]
+        return self.task_tids[task], self.task_comms[task]
 
     def lock_ref(self, hold: int) -> LockRef:
         """A hold as a :class:`LockRef`: the lock, since when, where it was taken."""
@@ -317,33 +318,16 @@ class ReplayState:
             stack=ev.stack_frames(pos),
         )
 
-    def edge_nodes(self, level: str, p: int) -> tuple[int, int]:
-        """The (from, to) nodes of ordering pair ``p`` at ``level``."""
+    def edge_nodes(self, level: str, p: int | np.ndarray) -> tuple:
+        """The (from, to) nodes of ordering pair(s) ``p`` at ``level``: ints, or arrays
+        for an array of pairs."""
         hold, pos = self.pairs.hold[p], self.pairs.attempt[p]
         if level == "class":
-            return int(self.holds.cls[hold]), int(self.events.cls[pos])
-        return int(self.holds.inst[hold]), int(self.events.inst[pos])
+            src, dst = self.holds.cls[hold], self.events.cls[pos]
+        else:
+            src, dst = self.holds.inst[hold], self.events.inst[pos]
+        return (src, dst) if np.ndim(p) else (int(src), int(dst))
 
     def witness(self, level: str, p: int) -> Witness:
         """The :class:`Witness` of ordering pair ``p``, its nodes named at ``level``."""
-        hold, pos = int(self.pairs.hold[p]), int(self.pairs.attempt[p])
-        held, want = self.lock_ref(hold), self.attempt_ref(pos)
-        labels = self.graphs[level].labels
-        src, dst = self.edge_nodes(level, p)
-        tid, comm = self.task(int(self.events.task[pos]))
-        return Witness(
-            src=labels[src],
-            dst=labels[dst],
-            src_class=held.lock_class,
-            dst_class=want.lock_class,
-            src_name=held.lock_name,
-            dst_name=want.lock_name,
-            tid=tid,
-            comm=comm,
-            ts_ns=want.since_ns,
-            caller=want.caller,
-            held_caller=held.caller,
-            stack=want.stack,
-            held_stack=held.stack,
-            file=self.file_name(pos),
-        )
+        return Witnesses(self, level, np.array([p]))[0]

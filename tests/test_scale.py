@@ -16,12 +16,11 @@ from typer.testing import CliRunner
 from lktrace.cli import app
 from lktrace.orderfile import read_summary, write_summary
 from lktrace.replay.analyze import Options, analysis
-from lktrace.replay.diff import compare, sides
+from lktrace.replay.diff import compare, side_pair, sides
 from lktrace.replay.fleet import merged, order_state, split_tasks
 from lktrace.replay.order import merge
 from lktrace.replay.orderstate import OrderState
 from lktrace.replay.reduce import summarize_trace
-from lktrace.replay.side import Side
 from lktrace.replay.state import replay
 from lktrace.sim import simulate
 from lktrace.trace import read_trace
@@ -115,7 +114,7 @@ def test_diff_on_orders_matches_positional(sims):
     opts = Options()
     old, new = [sims["stock-sequential"], sims["stock-selfdeadlock"]], [sims["patched"]]
     a = compare(*sides([read_trace(p) for p in old], [read_trace(p) for p in new], opts))
-    b = compare(*(Side(order_state(side, opts), opts) for side in (old, new)))
+    b = compare(*side_pair(lambda side: order_state(side, opts), (old, new), opts))
     assert b.to_dict() == a.to_dict() and b.verdict == "better"
 
 
