@@ -83,7 +83,12 @@ def assert_analyze_deadlock(path: Path) -> None:
     for comm, lock_class in WRITERS.items():
         waits = tasks[comm]["waits_for"]
         assert waits["lock_class"] == lock_class
-        assert any(f.startswith(ENTRY[comm] + "+") for f in waits["stack"]), waits["stack"]
+        frames = waits["stack"]
+        if not frames and int(report["trace"].get("stack_errors", 0)):
+            # BPF refused this stack (its hash bucket was taken: counted in stack_errors);
+            # the event still names its call site, from the first frames
+            frames = [waits["caller"]]
+        assert any(f.startswith(ENTRY[comm] + "+") for f in frames), waits
         held = {h["lock_class"] for h in tasks[comm]["holds"]}
         assert (INVERSION - {lock_class}) <= held
     assert any(inv["deadlocked"] for inv in _inversions(report))
