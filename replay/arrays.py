@@ -2,7 +2,8 @@
 
 No Python loop per row.  numpy's ``lexsort`` runs one merge sort per key;
 :func:`sort_rows` packs the keys into one int64 (ranking a key first when the
-pack would not fit) and runs numpy's quicksort once, about ten times faster.
+pack would not fit) and runs numpy's quicksort, 2-3x faster on three keys of
+millions of rows.
 """
 
 from __future__ import annotations

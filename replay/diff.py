@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lktrace.replay.analyze import Options
+from lktrace.replay.arrays import sort_rows
 from lktrace.replay.changes import (
     NESTING_ERRORS,
     NESTING_KINDS,
@@ -167,7 +168,7 @@ def _only(
         cols["sort"].append(np.stack(order_by, axis=1))
     joined = {c: np.concatenate(v) for c, v in cols.items()}
     by = joined.pop("sort")
-    order = np.lexsort(by.T[::-1])
+    order = sort_rows(*by.T)
     return OrderingChanges(side, **joined).where(order)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.arrays import reduce_counts, run_starts
+from lktrace.replay.arrays import reduce_counts, run_starts, sort_rows
 from lktrace.replay.holds import Holds
 
 _SUB = 5  # 2**5 buckets per power of two: values within 1.6 %
@@ -69,7 +69,7 @@ def _quantiles(group: np.ndarray, b: np.ndarray, n: np.ndarray, q: float, groups
     out = np.full(groups, np.nan)
     if not len(group):
         return out
-    order = np.lexsort((b, group))
+    order = sort_rows(group, b)
     group, b, c = group[order], b[order], np.cumsum(n[order])
     starts = run_starts(group)
     ends = np.r_[starts[1:], len(group)] - 1

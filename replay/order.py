@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lktrace.replay.arrays import reduce_counts
+from lktrace.replay.arrays import reduce_counts, sort_rows
 from lktrace.trace import TraceMeta
 
 #: Per table, its columns and what each one indexes: a vocabulary or table
@@ -216,6 +216,6 @@ def merge(orders: Sequence[Order]) -> Order:
         for t, cols in tables.items()
     }
     timing = reduce_counts(out.tables["timing"], ("cls", "kind", "bucket"))
-    at = np.lexsort((timing["bucket"], timing["kind"], timing["cls"]))
+    at = sort_rows(timing["cls"], timing["kind"], timing["bucket"])
     out.tables["timing"] = {c: v[at] for c, v in timing.items()}
     return out

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
-from lktrace.replay.arrays import run_starts
+from lktrace.replay.arrays import run_starts, sort_rows
 from lktrace.replay.changes import OrderingChange
 from lktrace.replay.graph import Graph
 from lktrace.replay.keys import pack, rows_in, unpack
@@ -63,7 +63,7 @@ class Orderings:
         src, dst = lock[graph.src[e]], lock[graph.dst[e]]
         keep = np.flatnonzero(src != dst)
         edge, pcode = pack(src[keep], dst[keep]), path[p[keep]]
-        order = np.lexsort((pcode, edge))  # stable: a key's first row stays first
+        order = sort_rows(edge, pcode)  # stable: a key's first row stays first
         starts = run_starts(edge[order], pcode[order])
         at = order[starts]  # each key's first row
         e = e[keep[at]]

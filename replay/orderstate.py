@@ -273,7 +273,7 @@ class OrderState(ReplayState):
         edge = np.searchsorted(graph.src * width + graph.dst, key[valid])
         path = self.hold_paths[self._row_hold[valid]]
         # per (edge, path): the earliest (ts, task) ordering, and the counts summed
-        order = np.lexsort((rows["task"][valid], rows["ts"][valid], path, edge))
+        order = sort_rows(edge, path, rows["ts"][valid], rows["task"][valid])
         e, p = edge[order], path[order]
         starts = run_starts(e, p)
         count = np.add.reduceat(rows["count"][valid][order], starts) if len(e) else e

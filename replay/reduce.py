@@ -20,7 +20,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lktrace.replay.arrays import argmin_per, group_rows, reduce_counts, sort_rows, unique_rows
+from lktrace.replay.arrays import (
+    argmin_per,
+    group_rows,
+    reduce_counts,
+    run_starts,
+    sort_rows,
+    unique_rows,
+)
 from lktrace.replay.events import ATTEMPT, RELEASED, Coder, Piece
 from lktrace.replay.graph import expand_ranges, ordering_pairs
 from lktrace.replay.histogram import hold_histograms
@@ -87,11 +94,6 @@ class Sites:
 # -- aggregation of fragments ------------------------------------------------------
 
 
-def _first_per(key: np.ndarray) -> np.ndarray:
-    """Positions where a sorted ``key`` starts a new value."""
-    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else key.astype(np.int64)
-
-
 def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Aggregate ordering fragments by (held, wanted): counts add, witnesses are the earliest."""
     codes, first = group_rows(frag["held"], frag["wanted"])
@@ -120,8 +122,7 @@ def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def reduce_nesting(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per (task, site): the deepest nesting and when it was first reached."""
     o = sort_rows(frag["task"], frag["site"], -frag["depth"], frag["ts"])
-    t, s = frag["task"][o], frag["site"][o]
-    start = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (s[1:] != s[:-1])]) if len(t) else o
+    start = run_starts(frag["task"][o], frag["site"][o])
     return {k: v[o][start] for k, v in frag.items()}
 
 
@@ -240,7 +241,7 @@ class Reducer:
         """Locks held at every occurrence of an ordering in this slice, besides its own."""
         o = np.argsort(att, kind="stable")
         a = att[o]
-        start = _first_per(a)
+        start = run_starts(a)
         size = np.diff(np.r_[start, len(a)])
         group = np.repeat(np.arange(len(start)), size)
         multi = size[group] > 1
