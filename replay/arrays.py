@@ -17,12 +17,25 @@ def _bits(col: np.ndarray) -> int:
 
 
 def _dense_rank(key: np.ndarray) -> np.ndarray:
-    """Each value's rank among the distinct values of ``key`` (0 for the smallest)."""
+    """Each value's rank among the distinct values of ``key`` (0 for the smallest), written
+    over ``key`` (an int64 array of the caller's own)."""
     order = np.argsort(key)
     s = key[order]
-    rank = np.empty(len(key), np.int64)
-    rank[order] = np.cumsum(np.r_[False, s[1:] != s[:-1]])
-    return rank
+    step = np.zeros(len(key), np.int64)  # 1 where a new value begins
+    np.not_equal(s[1:], s[:-1], out=step[1:])
+    del s
+    np.cumsum(step, out=step)
+    key[order] = step
+    return key
+
+
+def _span(col: np.ndarray) -> tuple[int, int]:
+    """The minimum of ``col`` as int64 and how many bits its values take above it."""
+    if not len(col):
+        return 0, 0
+    c = col if col.dtype.kind == "i" else col.astype(np.int64)
+    low, high = int(c.min()), int(c.max())
+    return low, (high - low).bit_length()
 
 
 def sort_rows(*cols: np.ndarray) -> np.ndarray:
@@ -30,28 +43,34 @@ def sort_rows(*cols: np.ndarray) -> np.ndarray:
 
     The same permutation as ``np.lexsort(cols[::-1])``.  The columns are packed
     into one key, ranked where they would not fit, and sorted by quicksort;
-    rows with equal keys are then put back in their original order.
+    rows with equal keys are then put back in their original order.  The key
+    is built in place, with one column's copy at a time beside it.
     """
     n = len(cols[0])
     key, width = np.zeros(n, np.int64), 0
     for col in reversed(cols):
-        c = np.asarray(col).astype(np.int64)
-        if n:
-            low, high = int(c.min()), int(c.max())
-            c = c - low if high - low < 1 << 63 else _dense_rank(c)
-        b = _bits(c)
-        if width + b > 63:  # rank what is packed so far, keeping its order
+        col = np.asarray(col)
+        low, b = _span(col)
+        if width + b > 63 and width:  # rank what is packed so far, keeping its order
             key = _dense_rank(key)
             width = _bits(key)
-            if width + b > 63:
-                c = _dense_rank(c)
-                b = _bits(c)
-        key = c << width | key
+        c = np.array(col, np.int64)
+        if b > 63 or width + b > 63:
+            c = _dense_rank(c)
+            b = _bits(c)
+        else:
+            c -= low
+        c <<= width
+        key |= c
+        del c
         width += b
     if width + n.bit_length() <= 63:  # the row number fits too: ties break by it
-        return np.argsort(key << n.bit_length() | np.arange(n))
+        key <<= n.bit_length()
+        key |= np.arange(n)
+        return np.argsort(key)
     order = np.argsort(key)
     s = key[order]
+    del key
     tie = np.flatnonzero(s[1:] == s[:-1])
     if len(tie):
         at = np.unique(np.r_[tie, tie + 1])
