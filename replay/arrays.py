@@ -21,11 +21,11 @@ def _dense_rank(key: np.ndarray) -> np.ndarray:
     over ``key`` (an int64 array of the caller's own)."""
     order = np.argsort(key)
     s = key[order]
-    step = np.zeros(len(key), np.int64)  # 1 where a new value begins
-    np.not_equal(s[1:], s[:-1], out=step[1:])
-    del s
-    np.cumsum(step, out=step)
-    key[order] = step
+    new = s[1:] != s[:-1]  # where a new value begins
+    s[:1] = 0
+    np.cumsum(new, out=s[1:])
+    del new
+    key[order] = s
     return key
 
 
@@ -38,13 +38,26 @@ def _span(col: np.ndarray) -> tuple[int, int]:
     return low, (high - low).bit_length()
 
 
+#: Rows packed into a sort key at a time (their int64 copy is the only temporary).
+_CHUNK = 1 << 20
+
+
+def _pack(key: np.ndarray, col: np.ndarray, low: int, width: int) -> None:
+    """``key |= (col - low) << width``, a chunk of rows at a time."""
+    for i in range(0, len(key), _CHUNK):
+        c = col[i : i + _CHUNK].astype(np.int64)
+        c -= low
+        c <<= width
+        key[i : i + _CHUNK] |= c
+
+
 def sort_rows(*cols: np.ndarray) -> np.ndarray:
     """The stable order of rows by ``cols`` (the first the primary key).
 
     The same permutation as ``np.lexsort(cols[::-1])``.  The columns are packed
     into one key, ranked where they would not fit, and sorted by quicksort;
     rows with equal keys are then put back in their original order.  The key
-    is built in place, with one column's copy at a time beside it.
+    is built in place, a chunk of a column at a time.
     """
     n = len(cols[0])
     key, width = np.zeros(n, np.int64), 0
@@ -54,15 +67,14 @@ def sort_rows(*cols: np.ndarray) -> np.ndarray:
         if width + b > 63 and width:  # rank what is packed so far, keeping its order
             key = _dense_rank(key)
             width = _bits(key)
-        c = np.array(col, np.int64)
         if b > 63 or width + b > 63:
-            c = _dense_rank(c)
+            c = _dense_rank(np.array(col, np.int64))
             b = _bits(c)
+            c <<= width
+            key |= c
+            del c
         else:
-            c -= low
-        c <<= width
-        key |= c
-        del c
+            _pack(key, col, low, width)
         width += b
     if width + n.bit_length() <= 63:  # the row number fits too: ties break by it
         key <<= n.bit_length()

@@ -171,9 +171,13 @@ class Reducer:
         out[odd] = self.sites.ids(h.inst[odd], h.cls[odd], caller, stack)
         return out
 
-    def add(self, table: pa.Table, final: bool) -> None:
-        """Replay one slice (``final``: the trace's last)."""
-        self._replay(table, final)
+    def encode(self, table: pa.Table) -> Piece:
+        """One slice's events as arrays, after those the slices before left open."""
+        return self.coder.encode(table, self.carry)
+
+    def add(self, p: Piece, final: bool) -> None:
+        """Replay one encoded slice (``final``: the trace's last)."""
+        self._replay(p, final)
         if final:
             return
         for t in _SMALL:
@@ -194,8 +198,7 @@ class Reducer:
         if self.parts[table]:
             self.merged[table] = len(next(iter(self.parts[table][0].values())))
 
-    def _replay(self, table: pa.Table, final: bool) -> None:
-        p = self.coder.encode(table, self.carry)
+    def _replay(self, p: Piece, final: bool) -> None:
         real = ~p.carried
         n = int(real.sum())
         if n:
@@ -530,10 +533,12 @@ def summarize_trace(
     it = reader.slices()
     table = next(it, None)
     while table is not None:
-        nxt = next(it, None)
         rows = table.num_rows
-        red.add(filter_slice(table, filters, first), final=nxt is None)
+        piece = red.encode(filter_slice(table, filters, first))
+        # the next slice, read once this one is encoded (and let go), tells whether it is the last
+        table = next(it, None)
+        red.add(piece, final=table is None)
+        del piece
         if progress:
             progress(rows)
-        table = nxt
     return red.order(str(path), reader.meta)
