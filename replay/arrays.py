@@ -120,11 +120,11 @@ def unique_rows(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def argmin_per(codes: np.ndarray, n: int, ts: np.ndarray, task: np.ndarray) -> np.ndarray:
     """Per group, the position of the smallest (ts, task); -1 where every ts is the maximum."""
-    big = np.iinfo(np.int64).max
-    low = np.full(n, big)
+    big = np.iinfo(ts.dtype).max
+    low = np.full(n, big, ts.dtype)  # the types of ts and task: ufunc.at slows on casts
     np.minimum.at(low, codes, ts)
     at = (ts == low[codes]) & (ts < big)
-    best = np.full(n, big)
+    best = np.full(n, np.iinfo(task.dtype).max, task.dtype)
     np.minimum.at(best, codes[at], task[at])
     pos = np.full(n, -1, np.int64)
     hit = np.flatnonzero(at & (task == best[codes]))

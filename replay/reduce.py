@@ -43,7 +43,7 @@ from lktrace.trace import TraceMeta, TraceReader
 #: this many (orderings; the other tables, which merge down to a fraction, at
 #: SMALL_ROWS).
 COMPACT_ROWS = 4_000_000
-SMALL_ROWS = 1_000_000
+SMALL_ROWS = 2_000_000
 
 
 def filter_slice(table: pa.Table, filters: Filters, first_ts: int | None) -> pa.Table:
