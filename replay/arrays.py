@@ -17,12 +17,38 @@ def _bits(col: np.ndarray) -> int:
 
 
 def _dense_rank(key: np.ndarray) -> np.ndarray:
-    """Each value's rank among the distinct values of ``key`` (0 for the smallest)."""
+    """Each value's rank among the distinct values of ``key`` (0 for the smallest), written
+    over ``key`` (an int64 array of the caller's own)."""
     order = np.argsort(key)
     s = key[order]
-    rank = np.empty(len(key), np.int64)
-    rank[order] = np.cumsum(np.r_[False, s[1:] != s[:-1]])
-    return rank
+    new = s[1:] != s[:-1]  # where a new value begins
+    s[:1] = 0
+    np.cumsum(new, out=s[1:])
+    del new
+    key[order] = s
+    return key
+
+
+def _span(col: np.ndarray) -> tuple[int, int]:
+    """The minimum of ``col`` as int64 and how many bits its values take above it."""
+    if not len(col):
+        return 0, 0
+    c = col if col.dtype.kind == "i" else col.astype(np.int64)
+    low, high = int(c.min()), int(c.max())
+    return low, (high - low).bit_length()
+
+
+#: Rows packed into a sort key at a time (their int64 copy is the only temporary).
+_CHUNK = 1 << 20
+
+
+def _pack(key: np.ndarray, col: np.ndarray, low: int, width: int) -> None:
+    """``key |= (col - low) << width``, a chunk of rows at a time."""
+    for i in range(0, len(key), _CHUNK):
+        c = col[i : i + _CHUNK].astype(np.int64)
+        c -= low
+        c <<= width
+        key[i : i + _CHUNK] |= c
 
 
 def sort_rows(*cols: np.ndarray) -> np.ndarray:
@@ -30,28 +56,33 @@ def sort_rows(*cols: np.ndarray) -> np.ndarray:
 
     The same permutation as ``np.lexsort(cols[::-1])``.  The columns are packed
     into one key, ranked where they would not fit, and sorted by quicksort;
-    rows with equal keys are then put back in their original order.
+    rows with equal keys are then put back in their original order.  The key
+    is built in place, a chunk of a column at a time.
     """
     n = len(cols[0])
     key, width = np.zeros(n, np.int64), 0
     for col in reversed(cols):
-        c = np.asarray(col).astype(np.int64)
-        if n:
-            low, high = int(c.min()), int(c.max())
-            c = c - low if high - low < 1 << 63 else _dense_rank(c)
-        b = _bits(c)
-        if width + b > 63:  # rank what is packed so far, keeping its order
+        col = np.asarray(col)
+        low, b = _span(col)
+        if width + b > 63 and width:  # rank what is packed so far, keeping its order
             key = _dense_rank(key)
             width = _bits(key)
-            if width + b > 63:
-                c = _dense_rank(c)
-                b = _bits(c)
-        key = c << width | key
+        if b > 63 or width + b > 63:
+            c = _dense_rank(np.array(col, np.int64))
+            b = _bits(c)
+            c <<= width
+            key |= c
+            del c
+        else:
+            _pack(key, col, low, width)
         width += b
     if width + n.bit_length() <= 63:  # the row number fits too: ties break by it
-        return np.argsort(key << n.bit_length() | np.arange(n))
+        key <<= n.bit_length()
+        key |= np.arange(n)
+        return np.argsort(key)
     order = np.argsort(key)
     s = key[order]
+    del key
     tie = np.flatnonzero(s[1:] == s[:-1])
     if len(tie):
         at = np.unique(np.r_[tie, tie + 1])
@@ -89,11 +120,11 @@ def unique_rows(*cols: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def argmin_per(codes: np.ndarray, n: int, ts: np.ndarray, task: np.ndarray) -> np.ndarray:
     """Per group, the position of the smallest (ts, task); -1 where every ts is the maximum."""
-    big = np.iinfo(np.int64).max
-    low = np.full(n, big)
+    big = np.iinfo(ts.dtype).max
+    low = np.full(n, big, ts.dtype)  # the types of ts and task: ufunc.at slows on casts
     np.minimum.at(low, codes, ts)
     at = (ts == low[codes]) & (ts < big)
-    best = np.full(n, big)
+    best = np.full(n, np.iinfo(task.dtype).max, task.dtype)
     np.minimum.at(best, codes[at], task[at])
     pos = np.full(n, -1, np.int64)
     hit = np.flatnonzero(at & (task == best[codes]))

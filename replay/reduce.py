@@ -3,9 +3,12 @@
 Each time slice (:meth:`TraceReader.slices`) is encoded after the events the
 slices before it left open (acquisitions not yet released, attempts not yet
 answered), paired (:func:`~lktrace.replay.holds.pair`) and reduced to
-fragments of the Order's tables; the fragments are merged now and then, so
-memory follows the distinct orderings, not the events.  All of it is numpy:
-Python only loops over distinct strings, sites and tasks.
+fragments of the Order's tables; each table's fragments are merged once they
+outgrow what it merged before, so memory follows the distinct rows, not the
+events.  Fragments hold ids (sites, tasks, locks, classes) as int32 and an
+ordering as one int64 key, held << 32 | wanted; the Order gets int64
+columns.  All of it is numpy: Python only loops over distinct strings, sites
+and tasks.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ from lktrace.replay.order import RELEASE_KINDS, TABLES, Order, TraceInfo
 from lktrace.replay.state import Filters
 from lktrace.trace import TraceMeta, TraceReader
 
-#: Merge the fragments once they hold this many orderings (or as many as merged before).
+#: Merge a table's fragments once they hold more rows than it merged before and than
+#: this many (orderings; the other tables, which merge down to a fraction, at
+#: SMALL_ROWS).
 COMPACT_ROWS = 4_000_000
+SMALL_ROWS = 2_000_000
 
 
 def filter_slice(table: pa.Table, filters: Filters, first_ts: int | None) -> pa.Table:
@@ -69,9 +75,9 @@ class Sites:
     def ids(self, lock: np.ndarray, cls: np.ndarray, caller: np.ndarray, stack: np.ndarray):
         """The site id of each (lock, cls, caller, stack) row."""
         if not len(lock):
-            return np.zeros(0, np.int64)
+            return np.zeros(0, np.int32)
         codes, first = group_rows(lock, cls, caller, stack + 1)
-        ids = np.empty(len(first), np.int64)
+        ids = np.empty(len(first), np.int32)
         keys = zip(*(c[first].tolist() for c in (lock, cls, caller, stack)), strict=True)
         for i, key in enumerate(keys):
             got = self._ids.get(key)
@@ -95,28 +101,33 @@ class Sites:
 
 
 def reduce_orderings(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Aggregate ordering fragments by (held, wanted): counts add, witnesses are the earliest."""
-    codes, first = group_rows(frag["held"], frag["wanted"])
-    n = len(first)
-    pick = argmin_per(codes, n, frag["ts"], frag["task"])
+    """Aggregate ordering fragments by key (in order of first appearance): counts add,
+    witnesses are the earliest.  Empties ``frag``, freeing each column once used."""
+    codes, key = pd.factorize(frag.pop("key"))
+    n = len(key)
+    ts, task = frag.pop("ts"), frag.pop("task")
+    pick = argmin_per(codes, n, ts, task)
+    out = {
+        "key": key,
+        "count": np.bincount(codes, weights=frag.pop("count"), minlength=n).astype(np.int64),
+        "ts": ts[pick],
+        "task": task[pick],
+    }
+    del pick
     # the first occurrence by another task: a fragment's first, or else its second
-    use_first = frag["task"] != frag["task"][pick][codes]
-    cand_task = np.where(use_first, frag["task"], frag["other_task"])
-    cand_ts = np.where(use_first, frag["ts"], frag["other_ts"])
-    del use_first
+    use_first = task != out["task"][codes]
+    cand_task = np.where(use_first, task, frag.pop("other_task"))
+    del task
+    cand_ts = np.where(use_first, ts, frag.pop("other_ts"))
+    del ts, use_first
     cand_ts[cand_task < 0] = np.iinfo(np.int64).max
     other = argmin_per(codes, n, cand_ts, cand_task)
+    del codes
     found = other >= 0
     o = np.maximum(other, 0)
-    return {
-        "held": frag["held"][first],
-        "wanted": frag["wanted"][first],
-        "count": np.bincount(codes, weights=frag["count"], minlength=n).astype(np.int64),
-        "ts": frag["ts"][pick],
-        "task": frag["task"][pick],
-        "other_ts": np.where(found, cand_ts[o], 0),
-        "other_task": np.where(found, cand_task[o], -1),
-    }
+    out["other_ts"] = np.where(found, cand_ts[o], 0)
+    out["other_task"] = np.where(found, cand_task[o], -1)
+    return out
 
 
 def reduce_nesting(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -138,14 +149,13 @@ class Reducer:
         self.sites = Sites()
         self.seen = Seen()
         self.parts: dict[str, list[dict[str, np.ndarray]]] = {t: [] for t in TABLES}
-        self.rows_pending = 0
-        self.compacted = False  # parts["orderings"][0] holds the merged fragments
+        self.merged: dict[str, int] = {}  # rows of parts[t][0] when it holds t's merged rows
         self.events = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.carry: dict[str, np.ndarray] | None = None
         self._empty_caller = -1
-        self.site = np.zeros(0, np.int64)  # per event of the current slice
+        self.site = np.zeros(0, np.int32)  # per event of the current slice
 
     def hold_sites(self, p: Piece, h: Holds, event_site: np.ndarray) -> np.ndarray:
         """The site of each hold: its lock and class, where it was taken."""
@@ -161,15 +171,34 @@ class Reducer:
         out[odd] = self.sites.ids(h.inst[odd], h.cls[odd], caller, stack)
         return out
 
-    def add(self, table: pa.Table, final: bool) -> None:
-        """Replay one slice (``final``: the trace's last)."""
-        self._replay(table, final)
-        merged = len(self.parts["orderings"][0]["held"]) if self.compacted else 0
-        if self.rows_pending > max(COMPACT_ROWS, merged):
+    def encode(self, table: pa.Table) -> Piece:
+        """One slice's events as arrays, after those the slices before left open."""
+        return self.coder.encode(table, self.carry)
+
+    def add(self, p: Piece, final: bool) -> None:
+        """Replay one encoded slice (``final``: the trace's last)."""
+        self._replay(p, final)
+        if final:
+            return
+        for t in _SMALL:
+            if self._pending(t) > max(SMALL_ROWS, self.merged.get(t, 0)):
+                self._merge(t)
+        if self._pending("orderings") > max(COMPACT_ROWS, self.merged.get("orderings", 0)):
             self.compact()
 
-    def _replay(self, table: pa.Table, final: bool) -> None:
-        p = self.coder.encode(table, self.carry)
+    def _pending(self, table: str) -> int:
+        """Rows of ``table`` gathered since it was last merged."""
+        frags = self.parts[table][1:] if table in self.merged else self.parts[table]
+        return sum(len(next(iter(f.values()))) for f in frags if f)
+
+    def _merge(self, table: str) -> None:
+        """Merge the fragments of ``table`` into one."""
+        if len(self.parts[table]) > 1:
+            self.parts[table] = [_MERGES[table](self._take(table))]
+        if self.parts[table]:
+            self.merged[table] = len(next(iter(self.parts[table][0].values())))
+
+    def _replay(self, p: Piece, final: bool) -> None:
         real = ~p.carried
         n = int(real.sum())
         if n:
@@ -188,7 +217,7 @@ class Reducer:
         self._holds(p, h, emit, hold_site)
         self._releases(p, h, rp.excess, hold_site)
         keep = real & (p.event != RELEASED)
-        self.parts["classes_taken"].append({"cls": np.unique(p.cls[keep]).astype(np.int64)})
+        self.parts["classes_taken"].append({"cls": np.unique(p.cls[keep])})
         if final:
             self._final(p, h, rp.pending, rp.depth_before, hold_site, rp.file_end_ts)
         self.site = self.site[:0]
@@ -218,23 +247,21 @@ class Reducer:
         if not len(att):
             return
         held, wanted = hold_site[hold], self.site[att]
-        ts, task = p.ts[att], p.task[att].astype(np.int64)
+        key = _key(held, wanted)
+        task = p.task[att]
         frag = reduce_orderings(
             {
-                "held": held,
-                "wanted": wanted,
-                "count": np.ones(len(att), np.int64),
-                "ts": ts,
+                "key": key,
+                "count": np.ones(len(att), np.int32),
+                "ts": p.ts[att],
                 "task": task,
                 "other_ts": np.zeros(len(att), np.int64),
-                "other_task": np.full(len(att), -1, np.int64),
+                "other_task": np.full(len(att), -1, np.int32),
             }
         )
         self.parts["orderings"].append(frag)
-        self.rows_pending += len(frag["held"])
-        key = held << 32 | wanted
         h_, w_, t = unique_rows(held, wanted, task)
-        self.parts["ordering_tasks"].append({"key": h_ << 32 | w_, "task": t})
+        self.parts["ordering_tasks"].append({"key": _key(h_, w_), "task": t})
         self.parts["gates"].append(self._gates(p, h, hold, att, key, frag))
 
     def _gates(self, p: Piece, h: Holds, hold, att, key, frag) -> dict[str, np.ndarray]:
@@ -251,22 +278,23 @@ class Reducer:
         me = me[which]
         lock_me, lock_other = h.inst[hold[o[me]]], h.inst[hold[o[other]]]
         ok = lock_me != lock_other
-        occ, lock = unique_rows(o[me[ok]], lock_other[ok].astype(np.int64))
+        occ, lock = unique_rows(o[me[ok]], lock_other[ok])
         k, lk, n = _unique_counts(key[occ], lock)
         full = _count_of(frag, k) == n
-        return {"key": k[full], "lock": lk[full], "n": n[full]}
+        return {"key": k[full], "lock": lk[full].astype(np.int32), "n": n[full]}
 
     def _holds(self, p: Piece, h: Holds, emit: np.ndarray, hold_site: np.ndarray) -> None:
         self.parts["taken"].append({"site": np.unique(hold_site[emit])})
         m = emit & ~h.before_start & ((h.depth == 1) | (not self.releases))
-        self.parts["timing"].append(hold_histograms(h, m))
+        hist = hold_histograms(h, m)
+        self.parts["timing"].append({k: v.astype(_TIMING[k]) for k, v in hist.items()})
         if self.releases:
             nest = np.flatnonzero(emit & (h.depth >= 2))
             where = np.where(h.origin[nest] >= 0, h.origin[nest], h.start[nest])
             frag = {
-                "task": h.task[nest].astype(np.int64),
+                "task": h.task[nest].astype(np.int32),
                 "site": hold_site[nest],
-                "depth": h.depth[nest].astype(np.int64),
+                "depth": h.depth[nest].astype(np.int32),
                 "ts": p.ts[where],
             }
             self.parts["nesting"].append(reduce_nesting(frag))
@@ -330,25 +358,15 @@ class Reducer:
         return _concat(frags) if frags else None
 
     def compact(self) -> None:
-        """Merge the fragments gathered so far, one table at a time, freeing each as it goes."""
-        parts = self.parts
-        merges = (
-            ("orderings", reduce_orderings),
-            ("nesting", reduce_nesting),
-            ("ordering_tasks", _unique_tasks),
-            ("timing", lambda f: reduce_counts(f, ("cls", "kind", "bucket"))),
-            ("taken", _unique_columns),
-            ("classes_taken", _unique_columns),
-        )
-        for t, merge in merges:
-            if len(parts[t]) > 1:
-                parts[t] = [merge(self._take(t))]
-        self.compacted = bool(parts["orderings"])
-        if len(parts["gates"]) > 1:
-            g = reduce_counts(self._take("gates"), ("key", "lock"))
-            full = _count_of(parts["orderings"][0], g["key"]) == g["n"]
-            parts["gates"] = [{k: v[full] for k, v in g.items()}]
-        self.rows_pending = 0
+        """Merge the fragments gathered so far, one table at a time (the orderings, the
+        largest, last); the gates keep the locks held at every occurrence so far."""
+        for t in _MERGES:
+            self._merge(t)
+        gates = self.parts["gates"]
+        if gates and gates[0]:  # an ordering missing a lock once misses it for good
+            full = _count_of(self.parts["orderings"][0], gates[0]["key"]) == gates[0]["n"]
+            gates[0] = {k: v[full] for k, v in gates[0].items()}
+            self.merged["gates"] = int(full.sum())
 
     def order(self, path: str, meta: TraceMeta) -> Order:
         """The Order of the whole trace (after its final slice)."""
@@ -356,24 +374,32 @@ class Reducer:
         parts = {t: self._take(t) for t in TABLES}
         c = self.coder
         tables: dict[str, dict[str, np.ndarray]] = {}
-        rows = parts["orderings"] or {k: np.zeros(0, np.int64) for k in TABLES["orderings"]}
+        none = np.zeros(0, np.int64)
+        rows = parts["orderings"] or {k: none for k in ("key", *_ORDERING_VALUES)}
         # in time order (first witnesses), which is also what compresses best
-        rows = _sorted(rows, "ts")
-        rkey = rows["held"] << 32 | rows["wanted"]
+        by_ts = sort_rows(rows["ts"])
+        rkey = rows.pop("key")[by_ts]
         row_of = pd.Index(rkey)
-        tables["orderings"] = rows
-        ot = parts["ordering_tasks"] or {"key": rkey[:0], "task": rkey[:0]}
+        tables["orderings"] = rows = {
+            "held": rkey >> 32,
+            "wanted": rkey & 0xFFFFFFFF,
+            **_int64(_taken(rows, by_ts)),
+        }
+        del rkey, by_ts
+        ot = parts["ordering_tasks"] or {"key": none, "task": none}
         r = row_of.get_indexer(ot["key"])
         extra = (ot["task"] != rows["task"][r]) & (ot["task"] != rows["other_task"][r])
         tables["ordering_tasks"] = _sorted(
             {"ordering": r[extra], "task": ot["task"][extra]}, "ordering", "task"
         )
-        g = parts["gates"] or {"key": rkey[:0], "lock": rkey[:0], "n": rkey[:0]}
+        g = parts["gates"] or {"key": none, "lock": none, "n": none}
         gates = {"ordering": row_of.get_indexer(g["key"]), "lock": g["lock"], "n": g["n"]}
+        del row_of
         tables["gates"] = _sorted(gates, "ordering", "lock")
         for t in ("taken", "classes_taken", "open", "pending", "releases", "nesting", "timing"):
-            tables[t] = parts[t] or {k: np.zeros(0, np.int64) for k in TABLES[t]}
+            tables[t] = parts[t] or {k: none for k in TABLES[t]}
         tables["timing"] = _sorted(tables["timing"], "cls", "kind", "bucket")
+        tables = {t: _int64(cols) for t, cols in tables.items()}
         # only the stacks the sites use, renumbered
         sites = self.sites.table()
         used = np.unique(sites["stack"][sites["stack"] >= 0])
@@ -406,15 +432,29 @@ class Reducer:
         )
 
 
+def _key(held: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The key of each ordering (held site -> wanted site): held << 32 | wanted."""
+    return held.astype(np.int64) << 32 | wanted
+
+
+def _int64(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``table`` with int64 columns, as the Order holds them."""
+    return {k: v.astype(np.int64, copy=False) for k, v in table.items()}
+
+
+def _taken(table: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``rows`` of ``table``, emptying it column by column."""
+    return {k: table.pop(k)[rows] for k in list(table)}
+
+
 def _sorted(table: dict[str, np.ndarray], *by: str) -> dict[str, np.ndarray]:
-    """``table`` with its rows sorted by the columns ``by``."""
-    order = sort_rows(*(table[c] for c in by))
-    return {k: v[order] for k, v in table.items()}
+    """``table`` with its rows sorted by the columns ``by`` (emptying ``table``)."""
+    return _taken(table, sort_rows(*(table[c] for c in by)))
 
 
 def _count_of(rows: dict[str, np.ndarray], keys: np.ndarray) -> np.ndarray:
-    """The count of the ordering of each (held << 32 | wanted) key; -1 when absent."""
-    at = pd.Index(rows["held"] << 32 | rows["wanted"]).get_indexer(keys)
+    """The count of the ordering of each key; -1 when absent."""
+    at = pd.Index(rows["key"]).get_indexer(keys)
     return np.where(at >= 0, rows["count"][at], -1)
 
 
@@ -439,6 +479,24 @@ def _unique_tasks(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _unique_columns(frag: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.unique(v) for k, v in frag.items()}
+
+
+#: How each table merges its fragments (the orderings, the largest, last).
+_MERGES: dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] = {
+    "nesting": reduce_nesting,
+    "ordering_tasks": _unique_tasks,
+    "timing": lambda f: reduce_counts(f, ("cls", "kind", "bucket")),
+    "taken": _unique_columns,
+    "classes_taken": _unique_columns,
+    "gates": lambda f: reduce_counts(f, ("key", "lock")),
+    "orderings": reduce_orderings,
+}
+#: The tables merged as they go (they merge down to a fraction of their fragments).
+_SMALL = tuple(_MERGES)[:-1]
+#: The columns of an ordering fragment besides its key.
+_ORDERING_VALUES = ("count", "ts", "task", "other_ts", "other_task")
+#: The types of the time histograms' columns in fragments.
+_TIMING = {"cls": np.int32, "kind": np.int8, "bucket": np.int32, "n": np.int64}
 
 
 def return_freed_memory() -> None:
@@ -475,10 +533,12 @@ def summarize_trace(
     it = reader.slices()
     table = next(it, None)
     while table is not None:
-        nxt = next(it, None)
         rows = table.num_rows
-        red.add(filter_slice(table, filters, first), final=nxt is None)
+        piece = red.encode(filter_slice(table, filters, first))
+        # the next slice, read once this one is encoded (and let go), tells whether it is the last
+        table = next(it, None)
+        red.add(piece, final=table is None)
+        del piece
         if progress:
             progress(rows)
-        table = nxt
     return red.order(str(path), reader.meta)
