@@ -472,13 +472,11 @@ def summarize_trace(
     filters = filters or Filters()
     red = Reducer(reader.meta.extra.get("releases") != "no")
     first = reader.first_ts
-    it = reader.slices()
-    table = next(it, None)
-    while table is not None:
-        nxt = next(it, None)
+    last = reader.num_slices - 1
+    for i, table in enumerate(reader.slices()):
         rows = table.num_rows
-        red.add(filter_slice(table, filters, first), final=nxt is None)
+        red.add(filter_slice(table, filters, first), final=i == last)
+        del table
         if progress:
             progress(rows)
-        table = nxt
     return red.order(str(path), reader.meta)
