@@ -114,16 +114,17 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     depth_before = np.empty(n, np.int32)
     depth_before[g_order] = depth - np.where(excess, 0, x)  # excess: no change
 
-    # A matched release closes the open acquisition at its level, bracket-style.
-    acq = np.flatnonzero(x == 1)
-    rel = np.flatnonzero(matched)
+    # A matched release closes the open acquisition at its level, bracket-style:
+    # in (group, level, position) order, which is position order when no lock is
+    # taken twice over (groups follow each other by position).
+    both = np.flatnonzero((x == 1) | matched)
+    is_acq = x[both] == 1
     del x, matched
-    both = np.r_[acq, rel]
-    level = np.r_[depth[acq], depth[rel] + 1]
-    srt = sort_rows(gid[both], level, both)
-    both, level = both[srt], level[srt]
-    is_acq = np.r_[np.ones(len(acq), bool), np.zeros(len(rel), bool)][srt]
-    del acq, rel, srt
+    level = depth[both] + ~is_acq
+    if len(level) and level.max() > 1:
+        srt = sort_rows(gid[both], level, both)
+        both, level, is_acq = both[srt], level[srt], is_acq[srt]
+        del srt
     nxt_same = np.r_[(gid[both[1:]] == gid[both[:-1]]) & (level[1:] == level[:-1]), False]
     closes = is_acq & nxt_same & np.r_[~is_acq[1:], False]
     a_idx = both[is_acq]
@@ -142,7 +143,7 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     del depth, a_idx, r_idx, asked
 
     task_last = _task_last(ev)
-    file_end_ts = _file_end(ev)
+    file_end_ts = _file_end(ev, task_last)
     tsk = ev.task[pos_a]
     end = np.where(held, pos_r, task_last[tsk] + 1)
 
@@ -175,7 +176,7 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     )
 
     # A blocking attempt never granted, and the task's last event: it is still waiting.
-    granted = np.r_[np.isin(e[1:], (ACQUIRED, FAILED)) & ~gstart[1:], False]
+    granted = np.r_[((e[1:] == ACQUIRED) | (e[1:] == FAILED)) & ~gstart[1:], False]
     waiting = g_order[(e == ATTEMPT) & ~granted]
     waiting = waiting[ev.blocking[waiting] & (waiting == task_last[ev.task[waiting]])]
     return Replay(holds, depth_before, np.sort(waiting), exc_pos, file_end_ts)
@@ -188,9 +189,10 @@ def _task_last(ev: Events | Piece) -> np.ndarray:
     return np.flatnonzero(np.r_[ev.task[1:] != ev.task[:-1], True])
 
 
-def _file_end(ev: Events | Piece) -> np.ndarray:
+def _file_end(ev: Events | Piece, task_last: np.ndarray) -> np.ndarray:
+    """Per file, its last timestamp: the latest of its tasks' last events."""
     end = np.full(ev.n_file, np.iinfo(np.int64).min)
-    np.maximum.at(end, ev.file, ev.ts)
+    np.maximum.at(end, ev.file[task_last], ev.ts[task_last])
     return end
 
 
