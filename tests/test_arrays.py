@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lktrace.replay.arrays import group_rows, sort_rows
+from lktrace.replay.events import stable_argsort
 
 
 def _columns(rng: np.random.Generator, n: int, kinds: str) -> list[np.ndarray]:
@@ -42,3 +43,13 @@ def test_group_rows() -> None:
     expect = [seen.setdefault(r, len(seen)) for r in rows]
     assert codes.tolist() == expect
     assert [rows[i] for i in first] == list(seen)
+
+
+@pytest.mark.parametrize("bits", [3, 16, 17, 33, 62])
+def test_stable_argsort_is_numpy_stable_sort(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    for n in (0, 1, 1000, 50_000):
+        key = rng.integers(0, 1 << bits, n)
+        key[: n // 3] = key[n // 3 : 2 * (n // 3)]  # ties, kept in place
+        got = stable_argsort(key, 1 << bits)
+        assert np.array_equal(got, np.argsort(key, kind="stable")), (bits, n)
