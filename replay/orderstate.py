@@ -67,7 +67,7 @@ class OrderState(ReplayState):
             ATTEMPT,
         )
         # one hold per site some ordering held: the held side of its witnesses
-        held_sites, self._row_hold = _sorted_codes(rows["held"])
+        held_sites, self._row_hold = sorted_codes(rows["held"])
         n_held = len(held_sites)
         held_at = b.events(held_sites, 0 * held_sites, 0 * held_sites, ATTEMPT)
         pend, op, ne, rel = (o[t] for t in ("pending", "open", "nesting", "releases"))
@@ -206,7 +206,7 @@ class OrderState(ReplayState):
         for level, (key, width) in self._edges.items():
             labels = o.classes if level == "class" else [o.names[n] for n in self.events.inst_name]
             valid = key >= 0
-            uniq, edge_of = _sorted_codes(key[valid])
+            uniq, edge_of = sorted_codes(key[valid])
             edge = np.full(len(key), -1, np.int64)
             edge[valid] = edge_of
             count = np.bincount(edge_of, weights=rows["count"][valid], minlength=len(uniq))
@@ -296,11 +296,19 @@ class OrderState(ReplayState):
         return self.order["timing"]
 
 
-def _sorted_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(key, return_inverse=True)`` for non-negative integers, by radix sort."""
-    order = stable_argsort(key, int(key.max()) + 1 if len(key) else 1)
+def sorted_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` for non-negative integers: by marking them
+    in their range when it is no bigger than a few times the keys, else by radix sort."""
+    bound = int(key.max()) + 1 if len(key) else 1
+    if bound <= 4 * len(key) + (1 << 16):
+        seen = np.zeros(bound, bool)
+        seen[key] = True
+        code = np.cumsum(seen, dtype=np.int32 if bound < 1 << 31 else np.int64)
+        code -= 1
+        return np.flatnonzero(seen), code[key].astype(np.int64)
+    order = stable_argsort(key, bound)
     s = key[order]
-    new = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, bool)
+    new = np.r_[True, s[1:] != s[:-1]]
     codes = np.empty(len(key), np.int64)
     codes[order] = np.cumsum(new) - 1
     return s[new], codes

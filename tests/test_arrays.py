@@ -7,6 +7,7 @@ import pytest
 
 from lktrace.replay.arrays import group_rows, sort_rows
 from lktrace.replay.events import stable_argsort
+from lktrace.replay.orderstate import sorted_codes
 
 
 def _columns(rng: np.random.Generator, n: int, kinds: str) -> list[np.ndarray]:
@@ -53,3 +54,13 @@ def test_stable_argsort_is_numpy_stable_sort(bits: int) -> None:
         key[: n // 3] = key[n // 3 : 2 * (n // 3)]  # ties, kept in place
         got = stable_argsort(key, 1 << bits)
         assert np.array_equal(got, np.argsort(key, kind="stable")), (bits, n)
+
+
+@pytest.mark.parametrize("top", [50, 10**12])  # keys dense in their range, and sparse
+def test_sorted_codes_is_numpy_unique(top: int) -> None:
+    rng = np.random.default_rng(top % 97)
+    for n in (0, 1, 5000):
+        key = rng.integers(0, top, n)
+        got = sorted_codes(key)
+        want = np.unique(key, return_inverse=True)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)), (top, n)
