@@ -80,16 +80,18 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     """
     n = len(ev)
     n_inst = max(ev.n_inst, 1)
-    by_inst = stable_argsort(ev.inst, n_inst)  # then by task: (task, lock, time) order
-    g_order = by_inst[stable_argsort(ev.task[by_inst], ev.n_task)].astype(np.int32)
-    del by_inst
-    same = np.zeros(n, bool)  # same task and lock as the event before
-    same[1:] = True
-    for key in (ev.task, ev.inst):
-        k = key[g_order]
-        same[1:] &= k[1:] == k[:-1]
-    gstart = ~same
-    del same, k
+    groups = max(ev.n_task, 1) * n_inst
+    key = ev.task.astype(np.int32 if groups < 1 << 31 else np.int64) * n_inst + ev.inst
+    if groups <= 1 << 16:  # (task, lock, time) order: one radix pass
+        g_order = stable_argsort(key, groups).astype(np.int32)
+    else:  # by lock, then by task (faster than by the low and high bits of both)
+        by_inst = stable_argsort(ev.inst, n_inst)
+        g_order = by_inst[stable_argsort(ev.task[by_inst], ev.n_task)].astype(np.int32)
+        del by_inst
+    key = key[g_order]
+    gstart = np.ones(n, bool)  # another task or lock than the event before
+    np.not_equal(key[1:], key[:-1], out=gstart[1:])
+    del key
     gid = np.cumsum(gstart, dtype=np.int32) - 1
     e = ev.event[g_order]
 
@@ -149,8 +151,7 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
 
     # Locks released before any acquisition of them in the trace were held when it began.
     exc_pos = np.sort(g_order[excess])
-    first_acq = np.full(n_inst, np.iinfo(np.int64).max)
-    np.minimum.at(first_acq, ev.inst[pos_a], ev.ts[pos_a])
+    first_acq = _first_per(ev.inst[pos_a], ev.ts[pos_a], n_inst)
     if seen is not None:
         before = seen.first_acq[: len(first_acq)]
         first_acq[: len(before)] = np.minimum(first_acq[: len(before)], before)
@@ -194,6 +195,17 @@ def _file_end(ev: Events | Piece, task_last: np.ndarray) -> np.ndarray:
     end = np.full(ev.n_file, np.iinfo(np.int64).min)
     np.maximum.at(end, ev.file[task_last], ev.ts[task_last])
     return end
+
+
+def _first_per(inst: np.ndarray, ts: np.ndarray, n_inst: int) -> np.ndarray:
+    """Per instance, the earliest of ``ts`` (the int64 maximum where it has none)."""
+    out = np.full(n_inst, np.iinfo(np.int64).max)
+    if len(inst):
+        order = stable_argsort(inst, n_inst)
+        s = inst[order]
+        start = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        out[s[start]] = np.minimum.reduceat(ts[order], start)
+    return out
 
 
 def _first_release(ev: Events | Piece, positions: np.ndarray, seen: Seen | None) -> np.ndarray:
