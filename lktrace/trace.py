@@ -379,7 +379,9 @@ class TraceReader:
         """The events, validated and cast to :data:`SCHEMA`, one span of time at a time.
 
         The next slice is read on a thread (pyarrow lets go of the GIL) while the
-        caller works on the one it was handed, which it held anyway.
+        caller works on the one it was handed, which it held anyway.  Once the
+        caller is back for the next, the memory of the last goes back to the
+        system: Arrow's allocator would keep it for the next to come.
         """
         it = self._spans()
         with ThreadPoolExecutor(1) as pool:
@@ -388,6 +390,7 @@ class TraceReader:
                 ahead = pool.submit(next, it, None)
                 yield table
                 del table
+                pa.default_memory_pool().release_unused()
 
     def _spans(self) -> Iterator[pa.Table]:
         present = [c for c in COLUMNS if c in self._pf.schema_arrow.names]
