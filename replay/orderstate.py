@@ -186,9 +186,9 @@ class OrderState(ReplayState):
 
     @cached_property
     def _pair_order(self) -> np.ndarray:
-        """The ordering pairs in (ts, task) order, ties by position: sorted once for every
+        """The witness pairs in (ts, task) order, ties by position: sorted once for every
         level's graph, whose occurrences then sort by edge alone."""
-        at = self.pairs.attempt
+        at = self.pairs.attempt[: len(self._rep_row)]
         ts, task = self.events.ts[at], self.events.task[at].astype(np.int64)
         if not len(at):
             return at
