@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -369,8 +370,29 @@ class TraceReader:
         except (pa.ArrowException, OSError) as e:
             raise TraceError(self.path, f"unreadable Parquet file: {str(e).splitlines()[0]}") from e
 
+    @property
+    def num_slices(self) -> int:
+        """How many tables :meth:`slices` yields: one per row group, some maybe empty."""
+        return len(self._mins)
+
     def slices(self) -> Iterator[pa.Table]:
-        """The events, validated and cast to :data:`SCHEMA`, one span of time at a time."""
+        """The events, validated and cast to :data:`SCHEMA`, one span of time at a time.
+
+        The next slice is read on a thread (pyarrow lets go of the GIL) while the
+        caller works on the one it was handed.  The reader keeps no reference to
+        a slice it handed out, so a caller that lets go of it frees it at once;
+        once the caller is back for the next, freed memory goes back to the
+        system: Arrow's allocator would keep it for the next to come.
+        """
+        it = self._spans()
+        with ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(next, it, None)
+            while (got := [ahead.result()])[0] is not None:
+                ahead = pool.submit(next, it, None)
+                yield got.pop()  # handed over, not kept
+                pa.default_memory_pool().release_unused()
+
+    def _spans(self) -> Iterator[pa.Table]:
         present = [c for c in COLUMNS if c in self._pf.schema_arrow.names]
         later = [None] * len(self._mins)
         low = None

@@ -49,14 +49,19 @@ class Vocabulary(dict):
 
 
 def stable_argsort(key: np.ndarray, bound: int) -> np.ndarray:
-    """``np.argsort(key, kind="stable")`` for values below ``bound``.
+    """``np.argsort(key, kind="stable")`` for non-negative integers below ``bound``.
 
-    Values that fit 16 bits sort by numpy's radix sort, several times faster
-    than its merge sort.
+    Sorted 16 bits at a time, the lowest first, by numpy's radix sort of
+    uint16: each pass is several times faster than its merge sort of the whole.
     """
     if bound <= 1 << 16:
-        key = key.astype(np.uint16)
-    return np.argsort(key, kind="stable")
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    order = None
+    for shift in range(0, (bound - 1).bit_length(), 16):
+        k = key if order is None else key[order]
+        o = np.argsort((k >> shift).astype(np.uint16), kind="stable")
+        order = o if order is None else order[o]
+    return order
 
 
 def _replay_order(task: np.ndarray, ts: np.ndarray, seq: np.ndarray, n_task: int) -> np.ndarray:
@@ -385,15 +390,14 @@ class Coder:
         pid = table["pid"].to_numpy()
         if carry is not None:
             cols = {k: np.concatenate([carry[k], v]) for k, v in cols.items()}
-            pad = len(carry["ts"])
-            comm, pid = np.r_[np.full(pad, -1, np.int32), comm], np.r_[np.zeros(pad, np.int32), pid]
         order = _replay_order(cols["task"], cols["ts"], cols["seq"], max(self.n_task, 1))
         _permute(cols, order)
-        self._latest(cols["task"], pid[order], comm[order], cols["carried"])
+        self._latest(cols["task"], pid, comm, cols["carried"], order)
         return Piece(**cols, n_inst=self.n_inst, n_task=self.n_task)
 
-    def _latest(self, task: np.ndarray, pid: np.ndarray, comm: np.ndarray, carried: np.ndarray):
-        """Keep each task's pid and comm as of its latest event."""
+    def _latest(self, task, pid, comm, carried: np.ndarray, order: np.ndarray) -> None:
+        """Keep each task's pid and comm as of its latest event (``pid`` and ``comm`` of the
+        table's rows, which ``order`` placed after the carried ones, in replay order)."""
         grow = self.n_task - len(self.pids)
         self.pids += [0] * grow
         self.task_comm += [0] * grow
@@ -402,8 +406,7 @@ class Coder:
             return
         t = task[real]
         last = real[np.flatnonzero(np.r_[t[1:] != t[:-1], True])]
-        for tk, p, c in zip(
-            task[last].tolist(), pid[last].tolist(), comm[last].tolist(), strict=True
-        ):
+        at = order[last] - (len(order) - len(pid))
+        for tk, p, c in zip(task[last].tolist(), pid[at].tolist(), comm[at].tolist(), strict=True):
             self.pids[tk] = p
             self.task_comm[tk] = c

@@ -37,11 +37,14 @@ def ordering_pairs(ev: Events, holds: Holds, depth_before: np.ndarray) -> Pairs:
     with nothing: it is reentrancy, not ordering, even with other locks taken
     in between.
     """
-    attempts = np.flatnonzero(ev.blocking & (depth_before == 0))
-    hold, at = expand_ranges(
-        np.searchsorted(attempts, holds.start, "right"),
-        np.searchsorted(attempts, holds.end, "left"),
-    )
+    is_attempt = ev.blocking & (depth_before == 0)
+    attempts = np.flatnonzero(is_attempt)
+    # before[k]: how many attempts come before position k (a searchsorted without the search)
+    before = np.zeros(len(is_attempt) + 1, np.int64)
+    np.cumsum(is_attempt, out=before[1:])
+    del is_attempt
+    hold, at = expand_ranges(before[holds.start + 1], before[holds.end])
+    del before
     attempt = attempts[at]
     keep = ev.inst[attempt] != holds.inst[hold]
     return Pairs(hold[keep], attempt[keep])

@@ -10,24 +10,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.arrays import reduce_counts, run_starts, sort_rows
+from lktrace.replay.arrays import group_rows, run_starts, sort_rows
 from lktrace.replay.holds import Holds
 
 _SUB = 5  # 2**5 buckets per power of two: values within 1.6 %
 
 
 def bucket(ns: np.ndarray) -> np.ndarray:
-    """Log-linear histogram bucket of non-negative durations (exact below 32 ns)."""
+    """Log-linear histogram bucket of non-negative durations (exact below 32 ns).
+
+    With ``e`` the value's highest bit and ``s = max(e - 5, 0)`` the bits cut
+    off, the bucket is ``32 s + (v >> s)``: ``v`` itself below 64, then 32 per
+    power of two.  ``e`` is read off the float64 exponent, no logarithm.
+    """
     v = np.maximum(ns, 0).astype(np.int64)
-    big = v >= 1 << _SUB
-    e = np.zeros(len(v), np.int64)
-    e[big] = np.floor(np.log2(v[big])).astype(np.int64)
-    # log2 may round up just below a power of two
-    over = big & ((v >> np.maximum(e, 0)) == 0)
-    e[over] -= 1
-    shift = np.maximum(e - _SUB, 0)
-    mant = (v >> shift) - (1 << _SUB)
-    return np.where(big, (1 << _SUB) + (e - _SUB) * (1 << _SUB) + mant, v)
+    s = (v.astype(np.float64).view(np.int64) >> 52) - (1023 + _SUB)
+    np.maximum(s, 0, out=s)
+    # a value just below a power of two may round up to it as a float
+    s -= (s > 0) & ((v >> s) < 1 << _SUB)
+    top = v >> s
+    s <<= _SUB
+    s += top
+    return s
 
 
 def bucket_value(b: np.ndarray) -> np.ndarray:
@@ -45,10 +49,30 @@ def time_histograms(
     wait_cls: np.ndarray, wait: np.ndarray, hold_cls: np.ndarray, hold: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Histograms (class, kind 0 wait / 1 hold, bucket, n) of waits and holds."""
-    cls = np.r_[wait_cls, hold_cls].astype(np.int64)
-    kind = np.r_[np.zeros(len(wait), np.int64), np.ones(len(hold), np.int64)]
-    frag = {"cls": cls, "kind": kind, "bucket": bucket(np.r_[wait, hold]), "n": np.ones(len(cls))}
-    return reduce_counts(frag, ("cls", "kind", "bucket"))
+    parts = [_counts(wait_cls, bucket(wait)), _counts(hold_cls, bucket(hold))]
+    kind = [np.full(len(p[0]), k, np.int64) for k, p in enumerate(parts)]
+    cls, b, n = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return {"cls": cls, "kind": np.concatenate(kind), "bucket": b, "n": n}
+
+
+def _counts(cls: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (class, bucket) rows and how many of each.
+
+    Counted with one ``bincount`` over the (class, bucket) box when it is no
+    bigger than about twice the rows, else grouped by hashing.
+    """
+    cls = cls.astype(np.int64)
+    if not len(b):
+        return cls, b, b
+    c0, b0 = int(cls.min()), int(b.min())
+    width = int(b.max()) - b0 + 1
+    size = (int(cls.max()) - c0 + 1) * width
+    if size <= 2 * len(b) + (1 << 16):
+        n = np.bincount((cls - c0) * width + (b - b0), minlength=size)
+        at = np.flatnonzero(n)
+        return at // width + c0, at % width + b0, n[at]
+    codes, first = group_rows(cls, b)
+    return cls[first], b[first], np.bincount(codes, minlength=len(first))
 
 
 def hold_histograms(h: Holds, mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -80,16 +80,18 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     """
     n = len(ev)
     n_inst = max(ev.n_inst, 1)
-    by_inst = stable_argsort(ev.inst, n_inst)  # then by task: (task, lock, time) order
-    g_order = by_inst[stable_argsort(ev.task[by_inst], ev.n_task)].astype(np.int32)
-    del by_inst
-    same = np.zeros(n, bool)  # same task and lock as the event before
-    same[1:] = True
-    for key in (ev.task, ev.inst):
-        k = key[g_order]
-        same[1:] &= k[1:] == k[:-1]
-    gstart = ~same
-    del same, k
+    groups = max(ev.n_task, 1) * n_inst
+    key = ev.task.astype(np.int32 if groups < 1 << 31 else np.int64) * n_inst + ev.inst
+    if groups <= 1 << 16:  # (task, lock, time) order: one radix pass
+        g_order = stable_argsort(key, groups).astype(np.int32)
+    else:  # by lock, then by task (faster than by the low and high bits of both)
+        by_inst = stable_argsort(ev.inst, n_inst)
+        g_order = by_inst[stable_argsort(ev.task[by_inst], ev.n_task)].astype(np.int32)
+        del by_inst
+    key = key[g_order]
+    gstart = np.ones(n, bool)  # another task or lock than the event before
+    np.not_equal(key[1:], key[:-1], out=gstart[1:])
+    del key
     gid = np.cumsum(gstart, dtype=np.int32) - 1
     e = ev.event[g_order]
 
@@ -114,16 +116,17 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     depth_before = np.empty(n, np.int32)
     depth_before[g_order] = depth - np.where(excess, 0, x)  # excess: no change
 
-    # A matched release closes the open acquisition at its level, bracket-style.
-    acq = np.flatnonzero(x == 1)
-    rel = np.flatnonzero(matched)
+    # A matched release closes the open acquisition at its level, bracket-style:
+    # in (group, level, position) order, which is position order when no lock is
+    # taken twice over (groups follow each other by position).
+    both = np.flatnonzero((x == 1) | matched)
+    is_acq = x[both] == 1
     del x, matched
-    both = np.r_[acq, rel]
-    level = np.r_[depth[acq], depth[rel] + 1]
-    srt = sort_rows(gid[both], level, both)
-    both, level = both[srt], level[srt]
-    is_acq = np.r_[np.ones(len(acq), bool), np.zeros(len(rel), bool)][srt]
-    del acq, rel, srt
+    level = depth[both] + ~is_acq
+    if len(level) and level.max() > 1:
+        srt = sort_rows(gid[both], level, both)
+        both, level, is_acq = both[srt], level[srt], is_acq[srt]
+        del srt
     nxt_same = np.r_[(gid[both[1:]] == gid[both[:-1]]) & (level[1:] == level[:-1]), False]
     closes = is_acq & nxt_same & np.r_[~is_acq[1:], False]
     a_idx = both[is_acq]
@@ -142,14 +145,13 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     del depth, a_idx, r_idx, asked
 
     task_last = _task_last(ev)
-    file_end_ts = _file_end(ev)
+    file_end_ts = _file_end(ev, task_last)
     tsk = ev.task[pos_a]
     end = np.where(held, pos_r, task_last[tsk] + 1)
 
     # Locks released before any acquisition of them in the trace were held when it began.
     exc_pos = np.sort(g_order[excess])
-    first_acq = np.full(n_inst, np.iinfo(np.int64).max)
-    np.minimum.at(first_acq, ev.inst[pos_a], ev.ts[pos_a])
+    first_acq = _first_per(ev.inst[pos_a], ev.ts[pos_a], n_inst)
     if seen is not None:
         before = seen.first_acq[: len(first_acq)]
         first_acq[: len(before)] = np.minimum(first_acq[: len(before)], before)
@@ -175,7 +177,7 @@ def pair(ev: Events | Piece, seen: Seen | None = None) -> Replay:
     )
 
     # A blocking attempt never granted, and the task's last event: it is still waiting.
-    granted = np.r_[np.isin(e[1:], (ACQUIRED, FAILED)) & ~gstart[1:], False]
+    granted = np.r_[((e[1:] == ACQUIRED) | (e[1:] == FAILED)) & ~gstart[1:], False]
     waiting = g_order[(e == ATTEMPT) & ~granted]
     waiting = waiting[ev.blocking[waiting] & (waiting == task_last[ev.task[waiting]])]
     return Replay(holds, depth_before, np.sort(waiting), exc_pos, file_end_ts)
@@ -188,10 +190,22 @@ def _task_last(ev: Events | Piece) -> np.ndarray:
     return np.flatnonzero(np.r_[ev.task[1:] != ev.task[:-1], True])
 
 
-def _file_end(ev: Events | Piece) -> np.ndarray:
+def _file_end(ev: Events | Piece, task_last: np.ndarray) -> np.ndarray:
+    """Per file, its last timestamp: the latest of its tasks' last events."""
     end = np.full(ev.n_file, np.iinfo(np.int64).min)
-    np.maximum.at(end, ev.file, ev.ts)
+    np.maximum.at(end, ev.file[task_last], ev.ts[task_last])
     return end
+
+
+def _first_per(inst: np.ndarray, ts: np.ndarray, n_inst: int) -> np.ndarray:
+    """Per instance, the earliest of ``ts`` (the int64 maximum where it has none)."""
+    out = np.full(n_inst, np.iinfo(np.int64).max)
+    if len(inst):
+        order = stable_argsort(inst, n_inst)
+        s = inst[order]
+        start = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        out[s[start]] = np.minimum.reduceat(ts[order], start)
+    return out
 
 
 def _first_release(ev: Events | Piece, positions: np.ndarray, seen: Seen | None) -> np.ndarray:

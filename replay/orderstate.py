@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lktrace.replay.arrays import run_starts, sort_rows
-from lktrace.replay.events import ATTEMPT, RELEASED, Events
+from lktrace.replay.events import ATTEMPT, RELEASED, Events, stable_argsort
 from lktrace.replay.graph import Graph, Pairs
 from lktrace.replay.holds import Holds, Replay
 from lktrace.replay.order import Order
@@ -67,8 +67,7 @@ class OrderState(ReplayState):
             ATTEMPT,
         )
         # one hold per site some ordering held: the held side of its witnesses
-        held_sites, row_hold = np.unique(rows["held"], return_inverse=True)
-        self._row_hold = row_hold.ravel()
+        held_sites, self._row_hold = sorted_codes(rows["held"])
         n_held = len(held_sites)
         held_at = b.events(held_sites, 0 * held_sites, 0 * held_sites, ATTEMPT)
         pend, op, ne, rel = (o[t] for t in ("pending", "open", "nesting", "releases"))
@@ -186,28 +185,42 @@ class OrderState(ReplayState):
         return out
 
     @cached_property
+    def _pair_order(self) -> np.ndarray:
+        """The witness pairs in (ts, task) order, ties by position: sorted once for every
+        level's graph, whose occurrences then sort by edge alone."""
+        at = self.pairs.attempt[: len(self._rep_row)]
+        ts, task = self.events.ts[at], self.events.task[at].astype(np.int64)
+        if not len(at):
+            return at
+        ts = ts - ts.min()
+        bits = int(task.max()).bit_length()
+        top = int(ts.max()).bit_length() + bits
+        if top <= 63:
+            return stable_argsort(ts << bits | task, 1 << top)
+        return sort_rows(ts, task)
+
+    @cached_property
     def graphs(self) -> dict[str, Graph]:
         rows, o = self.order["orderings"], self.order
         graphs = {}
         for level, (key, width) in self._edges.items():
             labels = o.classes if level == "class" else [o.names[n] for n in self.events.inst_name]
             valid = key >= 0
-            uniq, edge_of = np.unique(key[valid], return_inverse=True)
+            uniq, edge_of = sorted_codes(key[valid])
             edge = np.full(len(key), -1, np.int64)
             edge[valid] = edge_of
             count = np.bincount(edge_of, weights=rows["count"][valid], minlength=len(uniq))
             # the stored occurrences: both witnesses of every ordering, in time order
-            p = np.flatnonzero(edge[self._rep_row] >= 0)
+            t = self._pair_order
+            p = t[edge[self._rep_row[t]] >= 0]
             rep_edge = edge[self._rep_row[p]]
-            at = self.pairs.attempt[p]
-            order = sort_rows(rep_edge, self.events.ts[at], self.events.task[at])
             stored = np.bincount(rep_edge, minlength=len(uniq))
             graphs[level] = Graph(
                 level=level,
                 labels=labels,
                 src=uniq // width,
                 dst=uniq % width,
-                occurrences=p[order],
+                occurrences=p[stable_argsort(rep_edge, len(uniq))],
                 first=np.r_[0, np.cumsum(stored)[:-1]].astype(np.int64) if len(uniq) else stored,
                 count=count.astype(np.int64),
                 stored=stored,
@@ -283,6 +296,24 @@ class OrderState(ReplayState):
         return self.order["timing"]
 
 
+def sorted_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` for non-negative integers: by marking them
+    in their range when it is no bigger than a few times the keys, else by radix sort."""
+    bound = int(key.max()) + 1 if len(key) else 1
+    if bound <= 4 * len(key) + (1 << 16):
+        seen = np.zeros(bound, bool)
+        seen[key] = True
+        code = np.cumsum(seen, dtype=np.int32 if bound < 1 << 31 else np.int64)
+        code -= 1
+        return np.flatnonzero(seen), code[key].astype(np.int64)
+    order = stable_argsort(key, bound)
+    s = key[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    codes = np.empty(len(key), np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return s[new], codes
+
+
 def _with_stacks(meta: TraceMeta, stacks: list[list[str]]) -> TraceMeta:
     """``meta`` with the Order's stack table, which the sites' stack ids index."""
     return TraceMeta(**{**meta.__dict__, "stacks": stacks})
@@ -290,8 +321,9 @@ def _with_stacks(meta: TraceMeta, stacks: list[list[str]]) -> TraceMeta:
 
 def _witness_of(rows, has_other, held_site, e, att) -> np.ndarray:
     """For each (held site, attempt event): the witness pair it is, or -1."""
-    index = pd.Index(rows["held"] << 32 | rows["wanted"])
-    r = index.get_indexer(held_site.astype(np.int64) << 32 | e["site"][att])
+    r = _row_of(
+        rows["held"] << 32 | rows["wanted"], held_site.astype(np.int64) << 32 | e["site"][att]
+    )
     ok = r >= 0
     rr = np.maximum(r, 0)
     ts, task = e["ts"][att], e["task"][att]
@@ -300,6 +332,18 @@ def _witness_of(rows, has_other, held_site, e, att) -> np.ndarray:
     padded = np.r_[has_other, -1]
     other = ok & (padded[k] == rr) & (rows["other_ts"][rr] == ts) & (rows["other_task"][rr] == task)
     return np.where(first, rr, np.where(other, len(rows["held"]) + k, -1))
+
+
+def _row_of(keys: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """The row of each ``want`` among the distinct ``keys``, -1 where absent: one pass
+    over the keys against the few wanted, sorted (no hash table of every key)."""
+    u, inv = np.unique(want, return_inverse=True)
+    row = np.full(len(u), -1, np.int64)
+    if len(u):
+        at = np.minimum(np.searchsorted(u, keys), len(u) - 1)
+        hit = np.flatnonzero(u[at] == keys)
+        row[at[hit]] = hit
+    return row[inv.ravel()]
 
 
 def _deadlock_pairs(op, pend, pend_at, open_hold, site) -> tuple[np.ndarray, np.ndarray]:

@@ -530,14 +530,12 @@ def summarize_trace(
     filters = filters or Filters()
     red = Reducer(reader.meta.extra.get("releases") != "no")
     first = reader.first_ts
-    it = reader.slices()
-    table = next(it, None)
-    while table is not None:
+    last = reader.num_slices - 1
+    for i, table in enumerate(reader.slices()):
         rows = table.num_rows
         piece = red.encode(filter_slice(table, filters, first))
-        # the next slice, read once this one is encoded (and let go), tells whether it is the last
-        table = next(it, None)
-        red.add(piece, final=table is None)
+        del table  # the reader keeps none: the replay holds this slice's arrays and the next slice
+        red.add(piece, final=i == last)
         del piece
         if progress:
             progress(rows)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from lktrace.replay.arrays import group_rows, sort_rows
+from lktrace.replay.events import stable_argsort
+from lktrace.replay.orderstate import sorted_codes
 
 
 def _columns(rng: np.random.Generator, n: int, kinds: str) -> list[np.ndarray]:
@@ -42,3 +44,23 @@ def test_group_rows() -> None:
     expect = [seen.setdefault(r, len(seen)) for r in rows]
     assert codes.tolist() == expect
     assert [rows[i] for i in first] == list(seen)
+
+
+@pytest.mark.parametrize("bits", [3, 16, 17, 33, 62])
+def test_stable_argsort_is_numpy_stable_sort(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    for n in (0, 1, 1000, 50_000):
+        key = rng.integers(0, 1 << bits, n)
+        key[: n // 3] = key[n // 3 : 2 * (n // 3)]  # ties, kept in place
+        got = stable_argsort(key, 1 << bits)
+        assert np.array_equal(got, np.argsort(key, kind="stable")), (bits, n)
+
+
+@pytest.mark.parametrize("top", [50, 10**12])  # keys dense in their range, and sparse
+def test_sorted_codes_is_numpy_unique(top: int) -> None:
+    rng = np.random.default_rng(top % 97)
+    for n in (0, 1, 5000):
+        key = rng.integers(0, top, n)
+        got = sorted_codes(key)
+        want = np.unique(key, return_inverse=True)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)), (top, n)

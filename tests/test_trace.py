@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,6 +17,7 @@ from lktrace.trace import (
     StackTable,
     TraceError,
     TraceMeta,
+    TraceReader,
     read_meta,
     read_trace,
     write_trace,
@@ -121,6 +123,31 @@ def test_errors(tmp_path):
     cols["stack_id"] = [5] * len(ROWS)
     write_trace(stacks, cols, TraceMeta(stacks=[["a+0x1"]]))
     assert "past the stack table" in error_of(stacks)
+
+
+def test_reader_slices_are_consecutive_spans(tmp_path):
+    """Rows out of time order across row groups: each slice holds the events before the
+    next ones, every event once, one slice per row group (read ahead on a thread)."""
+    cols = build_columns(ROWS * 20)
+    n = len(cols["seq"])
+    swap = [i ^ 1 for i in range(n)]  # neighbours swapped: groups overlap in time
+    path = write_trace(tmp_path / "jumbled.parquet", cols, TraceMeta())
+    pq.write_table(pq.read_table(path).take(swap), path, row_group_size=7)
+    reader = TraceReader(path)
+    got = list(reader.slices())
+    assert len(got) == reader.num_slices == pq.ParquetFile(path).metadata.num_row_groups
+    ts = [t["ts_ns"].to_pylist() for t in got]
+    assert sorted(x for part in ts for x in part) == sorted(cols["ts_ns"])
+    spans = [(min(p), max(p)) for p in ts if p]
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))
+
+    bad = tmp_path / "bad-group.parquet"
+    cols["stack_id"] = [0] * (n - 1) + [5]
+    write_trace(bad, cols, TraceMeta(stacks=[["a+0x1"]]))
+    kv = pq.ParquetFile(bad).metadata.metadata
+    pq.write_table(pq.read_table(bad).replace_schema_metadata(kv), bad, row_group_size=7)
+    with pytest.raises(TraceError, match="past the stack table"):
+        list(TraceReader(bad).slices())
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path):
