@@ -10,7 +10,9 @@ Simulated ``scale`` shapes of 10 M events (cached under bench/out/):
   and again (64 tasks, 64 locks, nesting 1-4, 2 inversions): 18 k orderings.
 
 Each is timed, in child processes (so peak RSS is each one's own, process
-start and imports included), three ways in the same run:
+start and imports included), three ways in the same run (the read and
+analyze ``--runs`` times, taking turns, their fastest compared: a fresh
+gigabyte's page faults cost this VM from 0.2 to 2.5 s of system time):
 
 - ``read``: pyarrow reading the 13 columns of format v1 (strings as dictionaries);
 - ``analyze``: ``lktrace analyze --format json``;
@@ -27,7 +29,7 @@ itself, and seeds 1 and 2, which differ in 0.7 M orderings), reporting time
 and peak RSS; ``--baseline PYTHON`` runs the same diffs first with another
 tree's interpreter (say a checkout of main), for a before/after in one run.
 
-    python3 bench/bench_analyze.py [--shapes today issue] [--events 10000000] [--no-loop]
+    python3 bench/bench_analyze.py [--shapes today issue] [--events 10000000] [--no-loop] [--runs 3]
                                    [--big 100000000] [--diff [--baseline PYTHON]] [--summaries]
 """
 
@@ -133,17 +135,33 @@ def class_edge_loop(path: Path) -> None:
     print(len(edges))
 
 
-def measure(shape: str, events: int, loop: bool) -> None:
+def best_of(runs: int, *argvs: list[str]) -> list[tuple[float, float, float, str]]:
+    """Each of ``argvs`` run ``runs`` times, taking turns: per argv, the fastest and slowest
+    wall seconds, the highest peak RSS, and the output of its last run."""
+    got: list[list[tuple[float, float, str]]] = [[] for _ in argvs]
+    for _ in range(runs):
+        for argv, runs_of in zip(argvs, got, strict=True):
+            runs_of.append(child(argv))
+    return [
+        (min(r[0] for r in g), max(r[0] for r in g), max(r[1] for r in g), g[-1][2]) for g in got
+    ]
+
+
+def measure(shape: str, events: int, loop: bool, runs: int) -> None:
     path = scale_trace(shape, events)
     me = [sys.executable, __file__]
-    read_s, read_mb, _ = child([*me, "--child", "read", str(path)])
-    an_s, an_mb, text = child([sys.executable, "-m", "lktrace", "analyze", "-f", "json", str(path)])
+    (read_s, read_hi, read_mb, _), (an_s, an_hi, an_mb, text) = best_of(
+        runs,
+        [*me, "--child", "read", str(path)],
+        [sys.executable, "-m", "lktrace", "analyze", "-f", "json", str(path)],
+    )
     summary = json.loads(text)["summary"]
     print(
         f"{shape:6} {events:>11,} events, {summary['edges']:>9,} class edges "
-        f"({path.stat().st_size / 2**20:.0f} MiB on disk)\n"
-        f"  bare read   {read_s:7.2f} s {read_mb:6.0f} MiB\n"
-        f"  analyze     {an_s:7.2f} s {an_mb:6.0f} MiB   {an_s / read_s:.2f}x the read"
+        f"({path.stat().st_size / 2**20:.0f} MiB on disk); best (slowest) of {runs}\n"
+        f"  bare read   {read_s:7.2f} s ({read_hi:.2f}) {read_mb:6.0f} MiB\n"
+        f"  analyze     {an_s:7.2f} s ({an_hi:.2f}) {an_mb:6.0f} MiB   "
+        f"{an_s / read_s:.2f}x the read"
     )
     if loop:
         lp_s, lp_mb, text = child([*me, "--child", "loop", str(path)])
@@ -214,6 +232,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", choices=SHAPES)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--no-loop", action="store_true", help="skip the per-event loop")
+    parser.add_argument("--runs", type=int, default=3, help="read and analyze, taking turns")
     parser.add_argument("--big", type=int, help="also analyse one trace of this many events")
     parser.add_argument("--diff", action="store_true", help="also diff two 10 M traces")
     parser.add_argument(
@@ -231,7 +250,7 @@ def main() -> None:
         summaries(args.shapes or list(SHAPES), args.events)
         return
     for shape in args.shapes or TIMED:
-        measure(shape, args.events, not args.no_loop)
+        measure(shape, args.events, not args.no_loop, args.runs)
     memory(args.big, args.diff, args.baseline)
 
 
