@@ -3,7 +3,8 @@
 No Python loop per row.  numpy's ``lexsort`` runs one merge sort per key;
 :func:`sort_rows` packs the keys into one int64 (ranking a key first when the
 pack would not fit) and runs numpy's quicksort, 2-3x faster on three keys of
-millions of rows.
+millions of rows; :func:`stable_argsort` sorts bounded keys by numpy's radix
+sort, 16 bits a pass.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def _pack(key: np.ndarray, col: np.ndarray, low: int, width: int) -> None:
         c -= low
         c <<= width
         key[i : i + _CHUNK] |= c
+
+
+def stable_argsort(key: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` for non-negative integers below ``bound``.
+
+    Sorted 16 bits at a time, the lowest first, by numpy's radix sort of
+    uint16: each pass is several times faster than its merge sort of the whole.
+    """
+    if bound <= 1 << 16:
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    order = None
+    for shift in range(0, (bound - 1).bit_length(), 16):
+        k = key if order is None else key[order]
+        o = np.argsort((k >> shift).astype(np.uint16), kind="stable")
+        order = o if order is None else order[o]
+    return order
 
 
 def sort_rows(*cols: np.ndarray) -> np.ndarray:
@@ -148,3 +165,21 @@ def run_starts(*cols: np.ndarray) -> np.ndarray:
     for c in cols:
         same[1:] &= c[1:] == c[:-1]
     return np.flatnonzero(~same)
+
+
+def sorted_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` for non-negative integers: by marking them
+    in their range when it is no bigger than a few times the keys, else by radix sort."""
+    bound = int(key.max()) + 1 if len(key) else 1
+    if bound <= 4 * len(key) + (1 << 16):
+        seen = np.zeros(bound, bool)
+        seen[key] = True
+        code = np.cumsum(seen, dtype=np.int32 if bound < 1 << 31 else np.int64)
+        code -= 1
+        return np.flatnonzero(seen), code[key].astype(np.int64)
+    order = stable_argsort(key, bound)
+    s = key[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    codes = np.empty(len(key), np.int64)
+    codes[order] = np.cumsum(new) - 1
+    return s[new], codes

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lktrace.replay.arrays import sort_rows
+from lktrace.replay.arrays import sort_rows, stable_argsort
 from lktrace.trace import EVENTS, Trace
 
 ATTEMPT, ACQUIRED, FAILED, RELEASED = range(len(EVENTS))
@@ -46,22 +46,6 @@ class Vocabulary(dict):
         codes, values = dictionary_codes(col)
         lookup = np.array([self.setdefault(v, len(self)) for v in values], np.int32)
         return lookup[codes] if len(lookup) else codes
-
-
-def stable_argsort(key: np.ndarray, bound: int) -> np.ndarray:
-    """``np.argsort(key, kind="stable")`` for non-negative integers below ``bound``.
-
-    Sorted 16 bits at a time, the lowest first, by numpy's radix sort of
-    uint16: each pass is several times faster than its merge sort of the whole.
-    """
-    if bound <= 1 << 16:
-        return np.argsort(key.astype(np.uint16), kind="stable")
-    order = None
-    for shift in range(0, (bound - 1).bit_length(), 16):
-        k = key if order is None else key[order]
-        o = np.argsort((k >> shift).astype(np.uint16), kind="stable")
-        order = o if order is None else order[o]
-    return order
 
 
 def _replay_order(task: np.ndarray, ts: np.ndarray, seq: np.ndarray, n_task: int) -> np.ndarray:

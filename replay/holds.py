@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lktrace.replay.arrays import sort_rows
+from lktrace.replay.arrays import run_starts, sort_rows, stable_argsort
 from lktrace.replay.events import (
     ACQUIRED,
     ATTEMPT,
@@ -22,7 +22,6 @@ from lktrace.replay.events import (
     RELEASED,
     Events,
     Piece,
-    stable_argsort,
 )
 
 
@@ -203,7 +202,7 @@ def _first_per(inst: np.ndarray, ts: np.ndarray, n_inst: int) -> np.ndarray:
     if len(inst):
         order = stable_argsort(inst, n_inst)
         s = inst[order]
-        start = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        start = run_starts(s)
         out[s[start]] = np.minimum.reduceat(ts[order], start)
     return out
 

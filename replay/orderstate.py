@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lktrace.replay.arrays import run_starts, sort_rows
-from lktrace.replay.events import ATTEMPT, RELEASED, Events, stable_argsort
+from lktrace.replay.arrays import run_starts, sort_rows, sorted_codes, stable_argsort
+from lktrace.replay.events import ATTEMPT, RELEASED, Events
 from lktrace.replay.graph import Graph, Pairs
 from lktrace.replay.holds import Holds, Replay
 from lktrace.replay.order import Order
@@ -294,24 +294,6 @@ class OrderState(ReplayState):
 
     def timing(self) -> dict[str, np.ndarray]:
         return self.order["timing"]
-
-
-def sorted_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(key, return_inverse=True)`` for non-negative integers: by marking them
-    in their range when it is no bigger than a few times the keys, else by radix sort."""
-    bound = int(key.max()) + 1 if len(key) else 1
-    if bound <= 4 * len(key) + (1 << 16):
-        seen = np.zeros(bound, bool)
-        seen[key] = True
-        code = np.cumsum(seen, dtype=np.int32 if bound < 1 << 31 else np.int64)
-        code -= 1
-        return np.flatnonzero(seen), code[key].astype(np.int64)
-    order = stable_argsort(key, bound)
-    s = key[order]
-    new = np.r_[True, s[1:] != s[:-1]]
-    codes = np.empty(len(key), np.int64)
-    codes[order] = np.cumsum(new) - 1
-    return s[new], codes
 
 
 def _with_stacks(meta: TraceMeta, stacks: list[list[str]]) -> TraceMeta:

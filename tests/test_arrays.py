@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lktrace.replay.arrays import group_rows, sort_rows
-from lktrace.replay.events import stable_argsort
-from lktrace.replay.orderstate import sorted_codes
+from lktrace.replay.arrays import group_rows, sort_rows, sorted_codes, stable_argsort
 
 
 def _columns(rng: np.random.Generator, n: int, kinds: str) -> list[np.ndarray]:
